@@ -1,0 +1,238 @@
+"""The gradlog log format, declared once.
+
+Every column of every table is declared here with its type and meaning. The recorder derives its
+Arrow schema from it (:func:`arrow_schema`) and the analysis derives its polars schema from it
+(:func:`polars_schema`); neither stage imports the other. This module imports neither pyarrow nor
+polars at import time, so both stages can share it.
+
+A run is a directory::
+
+    <root>/<run_id>/meta.json
+    <root>/<run_id>/<table>/rank=<r>/part-<n>.parquet
+
+Parts are written under a hidden temporary name (``.part-<n>.parquet.tmp``) and renamed into
+place only when complete, so readers only ever see whole parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+SCHEMA_VERSION = 1
+"""Bumped on any incompatible change to a table or to meta.json."""
+
+META_FILE = "meta.json"
+PART_PREFIX = "part-"
+PART_SUFFIX = ".parquet"
+TMP_SUFFIX = ".tmp"
+
+# The log2-exponent histogram: bin 0 counts zeros, bins 1..EXP_BINS count |x| in [2**k, 2**(k+1))
+# for k = EXP_MIN..EXP_MAX (the whole float32 range, subnormals included, so it covers fp8, fp16,
+# bf16 and fp32), and the last bin counts NaN and +-Inf. float64 values outside the float32 range
+# are clamped into the first/last exponent bin.
+EXP_MIN = -149
+EXP_MAX = 127
+EXP_BINS = EXP_MAX - EXP_MIN + 1
+HIST_BINS = EXP_BINS + 2
+HIST_ZERO_BIN = 0
+HIST_NONFINITE_BIN = HIST_BINS - 1
+
+STAT_KINDS = ("grad", "param", "update")
+"""Values of the ``kind`` column: the gradient, the parameter (before the step) and the update
+(parameter after the step minus before)."""
+
+ColumnType = Literal["int64", "int32", "float64", "float32", "bool", "string", "dict", "hist"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, its logical type and what it means."""
+
+    name: str
+    type: ColumnType
+    doc: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of a run: its directory name, its columns and its sort key within a part."""
+
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    sort_key: tuple[str, ...]
+
+    def column(self, name: str) -> Column:
+        """The column called ``name``."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        """Column names in schema order."""
+        return [c.name for c in self.columns]
+
+
+_STEP = Column("step", "int64", "Optimizer step index, 0-based (one per optimizer.step() call).")
+_TENSOR = Column("tensor", "dict", "Parameter name as in model.named_parameters().")
+_KIND = Column("kind", "dict", "What the statistics describe: 'grad', 'param' or 'update'.")
+
+STAT_COLUMNS: tuple[Column, ...] = (
+    Column("count", "int64", "Number of elements (numel), NaN and Inf included."),
+    Column("sum", "float32", "Sum of the finite elements."),
+    Column("sumsq", "float32", "Sum of squares of the finite elements."),
+    Column("min", "float32", "Smallest finite element; +inf when there is none."),
+    Column("max", "float32", "Largest finite element; -inf when there is none."),
+    Column("absmax", "float32", "Largest |x| over finite elements; 0 when there is none."),
+    Column("zeros", "int64", "Number of elements equal to zero (+0 or -0)."),
+    Column("nonfinite", "int64", "Number of NaN, +Inf and -Inf elements."),
+)
+"""Mergeable sufficient statistics: counts and sums add, min/max/absmax take min/max."""
+
+TENSORS = Table(
+    name="tensors",
+    doc="Per (step, tensor, kind) sufficient statistics of gradients, parameters and updates.",
+    columns=(_STEP, _TENSOR, _KIND, *STAT_COLUMNS),
+    sort_key=("kind", "tensor", "step"),
+)
+
+HISTS = Table(
+    name="hists",
+    doc="Per (step, tensor, kind) log2-exponent histograms of |x| (see HIST_BINS).",
+    columns=(
+        _STEP,
+        _TENSOR,
+        _KIND,
+        Column("bins", "hist", "Counts: [zeros, 2**-149.., ..2**127, non-finite]."),
+    ),
+    sort_key=("kind", "tensor", "step"),
+)
+
+STEPS = Table(
+    name="steps",
+    doc="One row per optimizer step.",
+    columns=(
+        _STEP,
+        Column("time", "float64", "Wall time (Unix seconds) when the step's gradients were seen."),
+        Column(
+            "grad_norm",
+            "float32",
+            "Global L2 norm of the finite gradient values the optimizer saw (after clipping).",
+            nullable=True,
+        ),
+        Column("grads_none", "int32", "Optimizer parameters whose .grad was None at this step."),
+        Column("loss_scale", "float32", "AMP GradScaler scale used for this step.", nullable=True),
+        Column(
+            "skipped",
+            "bool",
+            "True when the GradScaler skipped the optimizer step (non-finite gradients).",
+            nullable=True,
+        ),
+        Column(
+            "tensor_stats",
+            "bool",
+            "True when per-tensor gradient statistics were recorded for this step.",
+        ),
+    ),
+    sort_key=("step",),
+)
+
+SCALARS = Table(
+    name="scalars",
+    doc="Scalars per step: everything passed to Recorder.log() and the learning rates ('lr/<group>').",
+    columns=(
+        _STEP,
+        Column("name", "dict", "Scalar name as passed to Recorder.log()."),
+        Column("value", "float64", "Scalar value."),
+    ),
+    sort_key=("name", "step"),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (TENSORS, HISTS, STEPS, SCALARS)}
+
+META_FIELDS: dict[str, str] = {
+    "schema_version": "int: SCHEMA_VERSION of the writer.",
+    "run_id": "str: directory name, unique under the root.",
+    "name": "str: the name the user gave (may contain any text; always escape it).",
+    "status": "str: 'running', 'finished' or 'crashed' (a 'running' run whose heartbeat is old "
+    "and whose process is gone is reported as crashed by readers).",
+    "start_time": "float: Unix seconds.",
+    "end_time": "float | null: Unix seconds, set on close.",
+    "heartbeat": "float: Unix seconds of the last meta.json write.",
+    "versions": "dict: gradlog, torch, python.",
+    "host": "str: hostname.",
+    "pid": "int: recording process id.",
+    "world_size": "int: torch.distributed world size (1 when not distributed).",
+    "rank": "int: this process's rank.",
+    "config": "dict: the user's hyperparameters, JSON-sanitised.",
+    "optimizer": "dict: class and param-group hyperparameters (without the params).",
+    "tensors": "list: the tensor catalogue, one dict per parameter (see CATALOGUE_FIELDS).",
+    "schedules": "dict: which steps each statistic is recorded on (descriptions).",
+    "counters": "dict: steps recorded, rows written, parts, dropped steps/rows and why.",
+    "errors": "list[str]: writer errors, newest last (bounded).",
+}
+
+CATALOGUE_FIELDS: dict[str, str] = {
+    "name": "Parameter name (torch.compile's '_orig_mod.' prefix removed).",
+    "shape": "list[int]",
+    "numel": "int",
+    "dtype": "str, e.g. 'float32'",
+    "module_type": "Class name of the owning module, e.g. 'Conv2d'.",
+    "requires_grad": "bool",
+    "in_optimizer": "bool: whether any optimizer param group holds it.",
+    "depth": "int: definition order in the model (0 = first registered, usually input side).",
+    "backward_order": "int | null: order in which its gradient was accumulated in the first "
+    "recorded backward pass (0 = first = output side); null when unknown.",
+}
+
+
+def _arrow_type(t: ColumnType) -> pa.DataType:
+    import pyarrow as pa
+
+    return {
+        "int64": pa.int64(),
+        "int32": pa.int32(),
+        "float64": pa.float64(),
+        "float32": pa.float32(),
+        "bool": pa.bool_(),
+        "string": pa.string(),
+        "dict": pa.dictionary(pa.int32(), pa.string()),
+        "hist": pa.list_(pa.int64(), HIST_BINS),
+    }[t]
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    """The Arrow schema the recorder writes for ``table``."""
+    import pyarrow as pa
+
+    fields = [pa.field(c.name, _arrow_type(c.type), nullable=c.nullable) for c in table.columns]
+    return pa.schema(fields, metadata={"gradlog_schema_version": str(SCHEMA_VERSION)})
+
+
+def polars_schema(table: Table) -> dict[str, Any]:
+    """The polars schema the analysis reads ``table`` with (dictionary strings become String)."""
+    import polars as pl
+
+    mapping: dict[ColumnType, Any] = {
+        "int64": pl.Int64,
+        "int32": pl.Int32,
+        "float64": pl.Float64,
+        "float32": pl.Float32,
+        "bool": pl.Boolean,
+        "string": pl.String,
+        "dict": pl.String,
+        "hist": pl.Array(pl.Int64, HIST_BINS),
+    }
+    return {c.name: mapping[c.type] for c in table.columns}
+
+
+def part_name(index: int) -> str:
+    """File name of the ``index``-th part of a table."""
+    return f"{PART_PREFIX}{index:06d}{PART_SUFFIX}"
