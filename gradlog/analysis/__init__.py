@@ -1,0 +1,1 @@
+"""Offline analysis of gradlog runs: polars + scipy (never torch)."""

@@ -1,0 +1,1 @@
+"""Scripts that train the sample runs (importable so that tests and benchmarks share the models)."""
