@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from gradlog.errors import GradlogError
 from gradlog.analysis.runinfo import RunInfo, find_runs, read_run_info
+from gradlog.errors import GradlogError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,7 +118,9 @@ def show_command(run: Path, as_json: bool) -> None:
     config = meta.get("config") or {}
     if config:
         lines.append("config")
-        lines += [f"  {_printable(str(k))} = {_printable(json.dumps(v), 80)}" for k, v in config.items()]
+        lines += [
+            f"  {_printable(str(k))} = {_printable(json.dumps(v), 80)}" for k, v in config.items()
+        ]
     counters = meta.get("counters") or {}
     dropped = counters.get("dropped_steps", 0) + counters.get("dropped_rows", 0)
     if dropped:

@@ -146,7 +146,7 @@ STEPS = Table(
 
 SCALARS = Table(
     name="scalars",
-    doc="Scalars per step: everything passed to Recorder.log() and the learning rates ('lr/<group>').",
+    doc="Scalars per step: values passed to Recorder.log() and learning rates ('lr/<group>').",
     columns=(
         _STEP,
         Column("name", "dict", "Scalar name as passed to Recorder.log()."),

@@ -29,7 +29,8 @@ class DigitsCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        out: torch.Tensor = self.head(self.features(x))
+        return out
 
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +61,13 @@ def train(
     model = DigitsCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    config = {"lr": lr, "batch_size": batch_size, "epochs": epochs, "optimizer": "Adam", "seed": seed}
+    config = {
+        "lr": lr,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "optimizer": "Adam",
+        "seed": seed,
+    }
     steps_per_epoch = (len(x) + batch_size - 1) // batch_size
     with Recorder(model, optimizer, root=root, name=name, config=config) as rec:
         for epoch in range(epochs):
@@ -77,7 +84,8 @@ def train(
                 correct += int((logits.argmax(1) == y[idx]).sum())
             rec.log(train_accuracy=correct / len(x))
             if progress:
-                print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, acc {correct / len(x):.3f}")
+                acc = correct / len(x)
+                print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, accuracy {acc:.3f}")
     return rec.run_dir
 
 

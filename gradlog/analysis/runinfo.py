@@ -61,7 +61,8 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
         raise RunNotFoundError(f"{run_dir} does not exist")
     if not path.is_file():
         raise RunNotFoundError(
-            f"{run_dir} is not a gradlog run (no {META_FILE}); pass a run directory or a root of runs"
+            f"{run_dir} is not a gradlog run (no {META_FILE}); "
+            "pass a run directory or a directory of runs"
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -111,7 +112,7 @@ class RunInfo:
         d = self.duration_s
         if d is None:
             return "?"
-        minutes, seconds = divmod(int(round(d)), 60)
+        minutes, seconds = divmod(round(d), 60)
         hours, minutes = divmod(minutes, 60)
         return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 

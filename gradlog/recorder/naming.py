@@ -28,7 +28,7 @@ def validate_name(name: object) -> str:
 
 
 def slugify(name: str) -> str:
-    """A file-name-safe slug of ``name``: ASCII letters, digits, '.', '_', '-'; never '.' or '..'."""
+    """A file-name-safe slug: ASCII letters, digits, '.', '_', '-'; never '.' or '..'."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     slug = re.sub(r"\.{2,}", ".", _UNSAFE.sub("-", ascii_name)).strip("-._")
     slug = slug[:MAX_SLUG_CHARS].strip("-._")

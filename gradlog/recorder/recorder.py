@@ -10,6 +10,7 @@ background :class:`~gradlog.recorder.writer.Writer`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 import time
 import warnings
@@ -90,23 +91,32 @@ class Recorder:
         run_id: str | None = None,
     ) -> None:
         if model is not None and not isinstance(model, torch.nn.Module):
-            raise ConfigError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+            raise ConfigError(
+                f"model must be a torch.nn.Module or None, got {type(model).__name__}"
+            )
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ConfigError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
         if config is not None and not isinstance(config, dict):
-            raise ConfigError(f"config must be a dict of hyperparameters, got {type(config).__name__}")
+            raise ConfigError(
+                f"config must be a dict of hyperparameters, got {type(config).__name__}"
+            )
         if scaler is not None and not hasattr(scaler, "step"):
             raise ConfigError("scaler must be a torch.amp.GradScaler (an object with .step())")
         if not isinstance(flush_every_steps, int) or flush_every_steps < 1:
-            raise ConfigError(f"flush_every_steps must be a positive int, got {flush_every_steps!r}")
+            raise ConfigError(
+                f"flush_every_steps must be a positive int, got {flush_every_steps!r}"
+            )
         if not (isinstance(flush_every_secs, (int, float)) and flush_every_secs > 0):
-            raise ConfigError(f"flush_every_secs must be a positive number, got {flush_every_secs!r}")
+            raise ConfigError(
+                f"flush_every_secs must be a positive number, got {flush_every_secs!r}"
+            )
         if not isinstance(max_queue_bytes, int) or max_queue_bytes < 1 << 16:
             raise ConfigError(f"max_queue_bytes must be an int >= 65536, got {max_queue_bytes!r}")
         if name is None:
-            name = f"{type(model).__name__ if model is not None else 'model'}-{type(optimizer).__name__}"
+            model_name = type(model).__name__ if model is not None else "model"
+            name = f"{model_name}-{type(optimizer).__name__}"
         self.name = validate_name(name)
         self.model = model
         self.optimizer = optimizer
@@ -232,10 +242,8 @@ class Recorder:
                 h.remove()
             self._order_handles = []
             if self.scaler is not None and self._scaler_step is not None:
-                try:
+                with contextlib.suppress(AttributeError):
                     del self.scaler.step  # drop the instance attribute: the class method is back
-                except AttributeError:
-                    pass
             if self._pending is not None:
                 try:
                     self._dispatch(self._pending)
@@ -320,7 +328,7 @@ class Recorder:
                 if name not in self._order:
                     self._order.append(name)
 
-            handles.append(p.register_post_accumulate_grad_hook(seen))
+            handles.append(p.register_post_accumulate_grad_hook(seen))  # type: ignore[no-untyped-call]
         return handles
 
     # ----------------------------------------------------------------- step work
@@ -428,11 +436,15 @@ class Recorder:
             values = [t for _, t in pending.scalar_tensors]
             devices = {v.device for v in values}
             if len(devices) == 1:
-                parts.append((Segment("scalars", 0, 0, names=names), torch.cat(
-                    [v.to(torch.float64) for v in values])))
+                parts.append(
+                    (
+                        Segment("scalars", 0, 0, names=names),
+                        torch.cat([v.to(torch.float64) for v in values]),
+                    )
+                )
             else:
-                for n, v in zip(names, values, strict=True):
-                    parts.append((Segment("scalars", 0, 0, names=[n]), v.to(torch.float64)))
+                for key, v in zip(names, values, strict=True):
+                    parts.append((Segment("scalars", 0, 0, names=[key]), v.to(torch.float64)))
         host_parts = [(s, t) for s, t in parts if t.device.type == "cpu"]
         dev_parts = [(s, t) for s, t in parts if t.device.type != "cpu"]
         flat_host: list[torch.Tensor] = []
@@ -502,10 +514,9 @@ class Recorder:
                 self._meta["counters"] = self.writer.counters.to_json()
                 self._meta["errors"] = list(self.writer.errors)
             meta = dict(self._meta)
-            try:
+            # A full disk must not stop training; the parts already written stay valid.
+            with contextlib.suppress(OSError):
                 write_json_atomic(meta_path(self.run_dir, self.rank), meta)
-            except OSError:
-                pass  # a full disk must not stop training; the parts already written stay valid
 
     def _atexit(self) -> None:
         if not self._closed:
@@ -527,7 +538,7 @@ class _Concat:
 
 def _record_event(device: torch.device) -> Any:
     if device.type == "cuda":
-        event = torch.cuda.Event()
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
         event.record(torch.cuda.current_stream(device))
         return event
     return None

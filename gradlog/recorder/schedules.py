@@ -50,9 +50,7 @@ def log_spaced(per_decade: int = 10) -> Schedule:
         # The first step of each log bucket: floor(per_decade * log10(s)) changes at s.
         if s < per_decade:
             return True
-        return math.floor(per_decade * math.log10(s)) != math.floor(
-            per_decade * math.log10(s - 1)
-        )
+        return math.floor(per_decade * math.log10(s)) != math.floor(per_decade * math.log10(s - 1))
 
     return _Described(fn, f"log_spaced({per_decade})")
 

@@ -47,7 +47,8 @@ def _cpu_row(t: torch.Tensor) -> tuple[float, ...]:
     if flat.dtype not in (torch.float32, torch.float64):
         flat = flat.to(_compute_dtype(t))
     a = flat.numpy()
-    sumsq = float(np.dot(a, a))  # BLAS: the fastest single pass; NaN/Inf anywhere make it non-finite
+    # BLAS dot is the fastest single pass; any NaN/Inf makes it non-finite, sending us below.
+    sumsq = float(np.dot(a, a))
     if math.isfinite(sumsq):
         lo, hi = torch.aminmax(flat)
         mn, mx = float(lo), float(hi)

@@ -155,7 +155,7 @@ class Writer:
         self._cond = threading.Condition()
         self._stop = False
         self._buffers = {t.name: _TableBuffer(t) for t in (TENSORS, HISTS, STEPS, SCALARS)}
-        self._part_index = {t: 0 for t in self._buffers}
+        self._part_index = dict.fromkeys(self._buffers, 0)
         self._steps_in_part = 0
         self._last_flush = time.monotonic()
         self._flush_requested = False
@@ -166,7 +166,7 @@ class Writer:
 
     # ----------------------------------------------------------------- training-thread side
     def submit(self, packet: Packet, *, block: bool = False) -> bool:
-        """Queue ``packet``; returns False (and counts it) when the queue is full and not ``block``."""
+        """Queue ``packet``; False (and counted) when the queue is full and not ``block``."""
         size = packet.nbytes
         with self._cond:
             while self._queued_bytes + size > self.max_queue_bytes and self._queue:
@@ -233,7 +233,7 @@ class Writer:
                 return
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn``; an error is recorded and surfaced to the training thread, never raised here."""
+        """Run ``fn``; errors are recorded for the training thread to surface, never raised here."""
         try:
             fn(*args)
         except Exception as exc:
