@@ -11,6 +11,7 @@ only falls back to masking when a tensor holds NaN/Inf.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -26,6 +27,8 @@ EMPTY_ROW = (0.0, 0.0, 0.0, math.inf, -math.inf, 0.0, 0.0, 0.0)
 
 FLAT_CHUNK_NUMEL = 1 << 23
 """The flattened path concatenates at most this many elements at a time (bounds extra memory)."""
+CPU_SMALL_NUMEL = 1 << 14
+"""On CPU, tensors up to this size are batched together into one set of numpy reductions."""
 CPU_FLAT_MIN_TENSORS = 1024
 """On CPU, lists with more tensors than this use the flattened path (less Python per tensor)."""
 
@@ -74,6 +77,49 @@ def _cpu_row(t: torch.Tensor) -> tuple[float, ...]:
     )
 
 
+def _cpu_rows(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    """Statistics of CPU tensors: small ones batched into a few numpy reductions, large ones
+    one by one (per-op overhead dominates small tensors, memory passes dominate large ones)."""
+    out = np.empty((len(tensors), NSTATS))
+    small: list[int] = []
+    for i, t in enumerate(tensors):
+        if 0 < t.numel() <= CPU_SMALL_NUMEL and t.dtype != torch.float64:
+            small.append(i)
+        else:
+            out[i] = _cpu_row(t)
+    if not small:
+        return out
+    arrays = [tensors[i].detach().reshape(-1).to(torch.float32).numpy() for i in small]
+    flat = np.concatenate(arrays).astype(np.float64)  # small, so float64 sums cost nothing
+    starts = np.cumsum([0] + [a.size for a in arrays[:-1]])
+    sumsq = np.add.reduceat(flat * flat, starts)
+    mn = np.minimum.reduceat(flat, starts)
+    mx = np.maximum.reduceat(flat, starts)
+    block = np.column_stack(
+        [
+            [a.size for a in arrays],
+            np.add.reduceat(flat, starts),
+            sumsq,
+            mn,
+            mx,
+            np.maximum(-mn, mx),
+            np.add.reduceat((flat == 0).astype(np.float64), starts),
+            np.zeros(len(arrays)),
+        ]
+    )
+    out[small] = block
+    for j in np.flatnonzero(~np.isfinite(sumsq)):  # NaN/Inf (or overflow): exact masked path
+        out[small[j]] = _cpu_row(tensors[small[j]])
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _index_tensor(device: torch.device, values: tuple[int, ...]) -> torch.Tensor:
+    """A cached int64 tensor on ``device``: built once per layout, so steady-state steps make no
+    host-to-device copy (which would synchronise a CUDA stream)."""
+    return torch.tensor(values, dtype=torch.int64, device=device)
+
+
 def _chunks(tensors: Sequence[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
     """Split ``tensors`` into consecutive groups of at most ``limit`` elements (or one tensor)."""
     groups: list[list[torch.Tensor]] = []
@@ -95,7 +141,7 @@ def _flat_chunk_stats(chunk: Sequence[torch.Tensor]) -> torch.Tensor:
     device = chunk[0].device
     dtype = _chunk_dtype(chunk)
     numels = [t.numel() for t in chunk]
-    lengths = torch.tensor(numels, dtype=torch.int64, device=device)
+    lengths = _index_tensor(device, tuple(numels))
     if sum(numels) == 0:
         return torch.tensor([EMPTY_ROW] * len(chunk), dtype=torch.float64, device=device)
     flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in chunk])
@@ -147,15 +193,33 @@ def tensor_stats(tensors: Sequence[torch.Tensor], *, method: str = "auto") -> to
         method == "auto" and device.type == "cpu" and len(tensors) <= CPU_FLAT_MIN_TENSORS
     )
     if use_cpu:
-        rows = np.array([_cpu_row(t if t.device.type == "cpu" else t.cpu()) for t in tensors])
-        return torch.from_numpy(rows.reshape(len(tensors), NSTATS))
+        # NaN/Inf and overflow are expected inputs (they are counted): no numpy warnings.
+        with np.errstate(all="ignore"):
+            rows = _cpu_rows([t if t.device.type == "cpu" else t.cpu() for t in tensors])
+        return torch.from_numpy(rows)
     parts = [_flat_chunk_stats(c) for c in _chunks(tensors, FLAT_CHUNK_NUMEL)]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _cpu_histogram_f64(a: np.ndarray, hist: np.ndarray) -> np.ndarray:
+    """Histogram of float64 values by their exact exponent (rounding them to float32 first would
+    move values near a power of two to the next bin, and out-of-range ones to 0 or Inf)."""
+    a = np.abs(a)
+    finite = np.isfinite(a)
+    nonzero = a[finite & (a != 0)]
+    hist[HIST_NONFINITE_BIN] = a.size - np.count_nonzero(finite)
+    hist[0] = np.count_nonzero(finite) - nonzero.size
+    _, exponent = np.frexp(nonzero)  # |x| = m * 2**e with m in [0.5, 1): k = e - 1
+    bins = np.clip(exponent.astype(np.int64) - EXP_MIN, 1, EXP_BINS)
+    hist += np.bincount(bins, minlength=HIST_BINS)
+    return hist
 
 
 def _cpu_histogram(t: torch.Tensor) -> np.ndarray:
     """Histogram of one CPU tensor through float32 bit fields (exact, incl. subnormals)."""
     hist = np.zeros(HIST_BINS, dtype=np.int64)
+    if t.dtype == torch.float64:
+        return _cpu_histogram_f64(t.detach().reshape(-1).numpy(), hist)
     a = t.detach().reshape(-1).to(torch.float32).numpy()
     if a.size == 0:
         return hist
@@ -191,8 +255,8 @@ def _flat_histogram(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
             bins = torch.where(flat == 0, 0, bins)
             bins = torch.where(torch.isfinite(flat), bins, HIST_NONFINITE_BIN)
             owner = torch.repeat_interleave(
-                torch.arange(first, first + len(chunk), device=device),
-                torch.tensor(numels, device=device),
+                _index_tensor(device, tuple(range(first, first + len(chunk)))),
+                _index_tensor(device, tuple(numels)),
                 output_size=total,
             )
             out.scatter_add_(0, owner * HIST_BINS + bins, torch.ones_like(bins))
