@@ -124,7 +124,8 @@ STEPS = Table(
         Column(
             "grad_norm",
             "float32",
-            "Global L2 norm of the finite gradient values the optimizer saw (after clipping).",
+            "Global L2 norm of the gradients the optimizer saw (after any clipping); NaN or "
+            "Inf when any gradient element is non-finite.",
             nullable=True,
         ),
         Column("grads_none", "int32", "Optimizer parameters whose .grad was None at this step."),
@@ -236,3 +237,34 @@ def polars_schema(table: Table) -> dict[str, Any]:
 def part_name(index: int) -> str:
     """File name of the ``index``-th part of a table."""
     return f"{PART_PREFIX}{index:06d}{PART_SUFFIX}"
+
+
+def markdown_tables() -> str:
+    """The Markdown reference of every table and of meta.json (embedded in docs/FORMAT.md)."""
+    type_names = {
+        "dict": "string (dictionary-encoded)",
+        "hist": f"fixed_size_list<int64>[{HIST_BINS}]",
+    }
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out: list[str] = []
+    for t in TABLES.values():
+        out += [
+            f"### `{t.name}/rank=<r>/part-<n>.parquet`",
+            "",
+            f"{t.doc} Rows in a part are sorted by {', '.join(t.sort_key)}.",
+            "",
+            "| column | type | meaning |",
+            "|---|---|---|",
+        ]
+        for c in t.columns:
+            kind = type_names.get(c.type, c.type) + (" (nullable)" if c.nullable else "")
+            out.append(f"| `{c.name}` | {kind} | {cell(c.doc)} |")
+        out.append("")
+    out += ["### `meta.json`", "", "| field | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {cell(v)} |" for k, v in META_FIELDS.items()]
+    out += ["", "Each entry of `tensors` (the catalogue):", "", "| field | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {cell(v)} |" for k, v in CATALOGUE_FIELDS.items()]
+    return "\n".join(out) + "\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import sys
 import threading
 import time
 import warnings
@@ -158,7 +159,7 @@ class Recorder:
         self._disabled = False
         self._warned: set[str] = set()
         self._lock = threading.RLock()
-        self._order: list[str] = []
+        self._order: dict[str, int] = {}  # name -> arrival index (a list would be O(n**2))
         self._write_meta()
         self.writer = Writer(
             self.run_dir,
@@ -204,7 +205,8 @@ class Recorder:
                             f"log({key}=...) got a tensor of shape {tuple(value.shape)}; "
                             "pass a single-element tensor (e.g. loss, not the per-sample losses)"
                         )
-                    pending.scalar_tensors.append((key, value.detach().reshape(1)))
+                    # A copy: the tensor may change in place before this step is dispatched.
+                    pending.scalar_tensors.append((key, value.detach().reshape(1).clone()))
                 elif isinstance(value, (int, float, np.number)) and not isinstance(value, complex):
                     pending.scalars.append((pending.step, key, float(value)))
                 else:
@@ -325,8 +327,7 @@ class Recorder:
                 continue
 
             def seen(_: torch.Tensor, name: str = entry.name) -> None:
-                if name not in self._order:
-                    self._order.append(name)
+                self._order.setdefault(name, len(self._order))
 
             handles.append(p.register_post_accumulate_grad_hook(seen))  # type: ignore[no-untyped-call]
         return handles
@@ -349,7 +350,7 @@ class Recorder:
             for h in self._order_handles:
                 h.remove()
             self._order_handles = []
-            order = {name: i for i, name in enumerate(self._order)}
+            order = self._order
             for e in self.catalogue.entries:
                 e.backward_order = order.get(e.name)
             with self._meta_lock:
@@ -389,7 +390,11 @@ class Recorder:
             pending.tensor_stats = True
         if opt_grads:
             # Global norm of what the optimizer sees, NaN/Inf when any element is non-finite.
-            norms = torch._foreach_norm(opt_grads, 2)
+            # Accumulated and returned in float32 at least (bf16/fp16 norms would be rounded).
+            wide = any(g.dtype == torch.float64 for g in opt_grads)
+            norms = torch._foreach_norm(
+                opt_grads, 2, dtype=torch.float64 if wide else torch.float32
+            )
             total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
             pending.parts.append((Segment("grad_norm", 0, 0), total.reshape(1)))
         if grads and run["hists"](step):
@@ -408,11 +413,13 @@ class Recorder:
         if self.scaler is not None:
             scale = getattr(self.scaler, "_scale", None)
             if isinstance(scale, torch.Tensor):
-                pending.parts.append((Segment("loss_scale", 0, 0), scale.detach().reshape(1)))
+                # A copy: scaler.update() changes the scale in place before the dispatch.
+                scale = scale.detach().reshape(1).clone()
+                pending.parts.append((Segment("loss_scale", 0, 0), scale))
         for g_i, group in enumerate(self.optimizer.param_groups):
             lr = group.get("lr")
             if isinstance(lr, torch.Tensor):
-                pending.scalar_tensors.append((f"lr/{g_i}", lr.detach().reshape(1)))
+                pending.scalar_tensors.append((f"lr/{g_i}", lr.detach().reshape(1).clone()))
             elif isinstance(lr, (int, float)):
                 pending.scalars.append((step, f"lr/{g_i}", float(lr)))
 
@@ -520,7 +527,12 @@ class Recorder:
 
     def _atexit(self) -> None:
         if not self._closed:
-            self.close(status="finished")
+            # The interpreter sets sys.last_value when an uncaught exception ended the program.
+            exc = getattr(sys, "last_value", None)
+            if exc is not None:
+                self.close(status="crashed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                self.close(status="finished")
 
 
 class _Concat:

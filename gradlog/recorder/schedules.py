@@ -33,6 +33,8 @@ def _positive_int(name: str, value: int) -> int:
 def every(n: int, *, offset: int = 0) -> Schedule:
     """Steps ``offset, offset + n, offset + 2n, ...``."""
     _positive_int("every(n)", n)
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ConfigError(f"every(offset=...) must be a non-negative integer, got {offset!r}")
     return _Described(lambda s: s >= offset and (s - offset) % n == 0, f"every({n})")
 
 
@@ -48,7 +50,7 @@ def log_spaced(per_decade: int = 10) -> Schedule:
 
     def fn(s: int) -> bool:
         # The first step of each log bucket: floor(per_decade * log10(s)) changes at s.
-        if s < per_decade:
+        if s < max(per_decade, 2):  # dense start; also keeps log10(s - 1) defined at s = 1
             return True
         return math.floor(per_decade * math.log10(s)) != math.floor(per_decade * math.log10(s - 1))
 
@@ -62,6 +64,9 @@ def never() -> Schedule:
 
 def any_of(*schedules: Schedule) -> Schedule:
     """Steps that any of ``schedules`` selects, e.g. ``any_of(first(100), every(50))``."""
+    for s in schedules:
+        if not callable(s):
+            raise ConfigError(f"any_of() takes schedules (step -> bool), got {s!r}")
     names = ", ".join(describe(s) for s in schedules)
     return _Described(lambda s: any(f(s) for f in schedules), f"any_of({names})")
 

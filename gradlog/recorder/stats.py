@@ -248,8 +248,8 @@ def _flat_histogram(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         numels = [t.numel() for t in chunk]
         total = sum(numels)
         if total:
-            flat = torch.cat([t.detach().reshape(-1).to(_chunk_dtype(chunk)) for t in chunk])
-            flat = flat.abs_()
+            dtype = _chunk_dtype(chunk)  # once per chunk: per tensor it is quadratic in len(chunk)
+            flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in chunk]).abs_()
             _, exponent = torch.frexp(flat)  # |x| = m * 2**e with m in [0.5, 1): k = e - 1
             bins = (exponent.to(torch.int64) - EXP_MIN).clamp_(1, EXP_BINS)
             bins = torch.where(flat == 0, 0, bins)

@@ -343,7 +343,7 @@ class Writer:
             try:
                 table = self._to_arrow(buffer.table, cols)
                 self._write_part(name, table)
-            except OSError as exc:  # disk full, quota, read-only...: count the loss, keep going
+            except Exception as exc:  # disk full, quota, read-only, a bug: count the loss, go on
                 self.counters.dropped_rows += rows
                 self._record_error(exc)
             else:
