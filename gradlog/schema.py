@@ -124,8 +124,8 @@ STEPS = Table(
         Column(
             "grad_norm",
             "float32",
-            "Global L2 norm of the gradients the optimizer saw (after any clipping); NaN or "
-            "Inf when any gradient element is non-finite.",
+            "Global L2 norm of the gradients the optimizer saw (after any clipping); NaN when "
+            "any gradient element is non-finite; null when no optimizer parameter had a gradient.",
             nullable=True,
         ),
         Column("grads_none", "int32", "Optimizer parameters whose .grad was None at this step."),

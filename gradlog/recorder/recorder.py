@@ -368,6 +368,7 @@ class Recorder:
         with_grad: list[int] = []
         grads: list[torch.Tensor] = []
         opt_grads: list[torch.Tensor] = []
+        in_opt: list[bool] = []
         for i, e in enumerate(self.catalogue.entries):
             g = e.param.grad
             if g is None:
@@ -380,15 +381,18 @@ class Recorder:
             g = _local(g)
             with_grad.append(i)
             grads.append(g)
+            in_opt.append(e.in_optimizer)
             if e.in_optimizer:
                 opt_grads.append(g)
         idx = np.array(with_grad, dtype=np.int32)
         run = self._schedules
         if grads and run["grads"](step):
             stats = tensor_stats(grads)
-            pending.parts.append((Segment("stats", 0, 0, _KIND["grad"], idx), stats))
+            norm_rows = np.array(in_opt, dtype=bool)  # the writer derives the global norm
+            seg = Segment("stats", 0, 0, _KIND["grad"], idx, norm_rows=norm_rows)
+            pending.parts.append((seg, stats))
             pending.tensor_stats = True
-        if opt_grads:
+        elif opt_grads:
             # Global norm of what the optimizer sees, NaN/Inf when any element is non-finite.
             # Accumulated and returned in float32 at least (bf16/fp16 norms would be rounded).
             wide = any(g.dtype == torch.float64 for g in opt_grads)
@@ -396,6 +400,7 @@ class Recorder:
                 opt_grads, 2, dtype=torch.float64 if wide else torch.float32
             )
             total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+            total = torch.where(torch.isfinite(total), total, torch.nan)  # as the writer does
             pending.parts.append((Segment("grad_norm", 0, 0), total.reshape(1)))
         if grads and run["hists"](step):
             hist = exponent_histogram(grads)

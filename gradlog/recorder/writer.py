@@ -37,8 +37,11 @@ from gradlog.schema import (
 )
 
 NSTATS = 8
+_SUMSQ = TENSORS.names[3:].index("sumsq")
+_NONFINITE = TENSORS.names[3:].index("nonfinite")
 _FLOAT_COLS = {"sum", "sumsq", "min", "max", "absmax"}
 MAX_ERRORS_KEPT = 20
+_VALID = "__valid"
 
 
 @dataclass
@@ -46,7 +49,8 @@ class Segment:
     """A slice of a packet's host buffer and what it holds.
 
     ``what`` is 'stats' or 'hist' (rows for ``tensors`` of ``kind``), 'scalars' (values for
-    ``names``), 'grad_norm' or 'loss_scale' (one value).
+    ``names``), 'grad_norm' or 'loss_scale' (one value). ``norm_rows`` marks the gradient
+    statistics rows whose sums of squares make up the global gradient norm.
     """
 
     what: str
@@ -55,6 +59,7 @@ class Segment:
     kind: int = 0
     tensors: np.ndarray | None = None
     names: list[str] | None = None
+    norm_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -101,8 +106,16 @@ class _TableBuffer:
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        self.chunks: dict[str, list[np.ndarray]] = {c: [] for c in table.names}
+        self.chunks: dict[str, list[np.ndarray]] = {c: [] for c in self._keys()}
         self.rows = 0
+
+    def _keys(self) -> list[str]:
+        """Column names, plus a validity mask for each nullable float column (null = not
+        recorded; a recorded NaN stays NaN)."""
+        valid = [
+            f"{c.name}{_VALID}" for c in self.table.columns if c.nullable and "float" in c.type
+        ]
+        return self.table.names + valid
 
     def append(self, columns: dict[str, np.ndarray]) -> None:
         n = len(next(iter(columns.values())))
@@ -118,7 +131,7 @@ class _TableBuffer:
             for name, parts in self.chunks.items()
         }
         rows = self.rows
-        self.chunks = {c: [] for c in self.table.names}
+        self.chunks = {c: [] for c in self._keys()}
         self.rows = 0
         return cols, rows
 
@@ -267,6 +280,7 @@ class Writer:
         grad_norm = np.nan
         have_norm = False
         loss_scale = np.nan
+        have_scale = False
         scalar_steps: list[np.ndarray] = []
         scalar_names: list[np.ndarray] = []
         scalar_values: list[np.ndarray] = []
@@ -284,6 +298,13 @@ class Writer:
                 for j, col in enumerate(TENSORS.names[3:]):
                     cols[col] = rows[:, j]
                 self._buffers["tensors"].append(cols)
+                if seg.norm_rows is not None and seg.norm_rows.any():
+                    # The global norm from the per-tensor sums of squares (no extra device pass);
+                    # NaN when any element is non-finite, as torch's own norm would be.
+                    chosen = rows[seg.norm_rows]
+                    finite = chosen[:, _NONFINITE].sum() == 0
+                    grad_norm = float(np.sqrt(chosen[:, _SUMSQ].sum())) if finite else np.nan
+                    have_norm = True
             elif seg.what == "hist":
                 assert seg.tensors is not None
                 rows = values.reshape(-1, HIST_BINS)
@@ -299,7 +320,7 @@ class Writer:
             elif seg.what == "grad_norm":
                 grad_norm, have_norm = float(values[0]), True
             elif seg.what == "loss_scale":
-                loss_scale = float(values[0])
+                loss_scale, have_scale = float(values[0]), True
             elif seg.what == "scalars":
                 assert seg.names is not None
                 scalar_steps.append(np.full(len(values), step, dtype=np.int64))
@@ -323,9 +344,11 @@ class Writer:
             {
                 "step": np.array([step], dtype=np.int64),
                 "time": np.array([packet.time]),
-                "grad_norm": np.array([grad_norm if have_norm else np.nan]),
+                "grad_norm": np.array([grad_norm]),
+                f"grad_norm{_VALID}": np.array([have_norm]),
                 "grads_none": np.array([packet.grads_none], dtype=np.int32),
                 "loss_scale": np.array([loss_scale]),
+                f"loss_scale{_VALID}": np.array([have_scale]),
                 "skipped": np.array([packet.skipped], dtype=object),
                 "tensor_stats": np.array([packet.tensor_stats]),
             }
@@ -382,7 +405,8 @@ class Writer:
             elif f.name == "skipped":
                 arr = pa.array(list(values), type=pa.bool_())
             elif f.nullable and pa.types.is_floating(f.type):
-                arr = pa.array(values.astype(np.float64), mask=np.isnan(values)).cast(f.type)
+                missing = ~cols[f"{f.name}{_VALID}"][order].astype(bool)
+                arr = pa.array(values.astype(np.float64), mask=missing).cast(f.type)
             else:
                 arr = pa.array(values).cast(f.type)
             arrays.append(arr)

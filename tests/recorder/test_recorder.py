@@ -713,3 +713,29 @@ def test_recorder_import_does_not_import_polars_or_scipy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_global_norm_agrees_with_and_without_tensor_statistics(tmp_path: Path) -> None:
+    """Steps with gradient statistics derive the global norm from them; the others compute it
+    on the device. Both equal torch's norm, and both are NaN once a gradient is NaN."""
+    model = chain_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    cap = Capture(model, opt)
+    with Recorder(model, opt, root=tmp_path, grads=every(2)) as rec:
+        for step in range(6):
+            x, y = _batch()
+            opt.zero_grad()
+            torch.autograd.backward(_loss(model, x, y))
+            if step >= 4:  # steps 4 (statistics) and 5 (no statistics) see a NaN gradient
+                grad = model[0].weight.grad
+                assert grad is not None
+                grad[0, 0] = float("nan")
+            opt.step()
+            rec.log(loss=1.0)
+    steps = _steps(only_run(tmp_path))
+    assert [r["tensor_stats"] for r in steps] == [s % 2 == 0 for s in range(6)]
+    for r in steps[:4]:
+        want = global_norm([cap.grad(r["step"], name) for name in CHAIN_NAMES])
+        assert r["grad_norm"] == pytest.approx(want, rel=1e-5)
+    for r in steps[4:]:
+        assert math.isnan(r["grad_norm"])  # recorded as NaN, not as missing (null)
