@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from gradlog.analysis.runinfo import RunInfo, find_runs, read_run_info
-from gradlog.errors import GradlogError
+from gradlog.errors import ConfigError, GradlogError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -131,6 +131,128 @@ def show_command(run: Path, as_json: bool) -> None:
     for p in info.problems:
         lines.append(f"problem    {p}")
     click.echo("\n".join(lines))
+
+
+_SEVERITIES = ("warning", "error")
+
+
+def _analysis_config(config_file: Path | None, settings: tuple[str, ...]) -> Any:
+    from gradlog.analysis import AnalysisConfig
+
+    cfg = AnalysisConfig.from_toml(config_file) if config_file else AnalysisConfig()
+    overrides: dict[str, str] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes NAME=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+@main.command("analyze")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(_SEVERITIES),
+    default=None,
+    help="Exit 1 when a finding reaches this severity.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML file of analysis thresholds.",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override one threshold (repeatable), e.g. --set spike_z=8.",
+)
+@click.option("--no-save", is_flag=True, help="Do not write <run>/analysis.json.")
+@_clean_errors
+def analyze_command(
+    *,
+    paths: tuple[Path, ...],
+    as_json: bool,
+    fail_on: str | None,
+    config_file: Path | None,
+    settings: tuple[str, ...],
+    no_save: bool,
+) -> None:
+    """Run the detectors, trends and hints over the runs under PATHS."""
+    from gradlog.analysis import Severity, analyze
+
+    cfg = _analysis_config(config_file, settings)
+    result = analyze(list(paths), cfg, progress=True, save=not no_save)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1, allow_nan=False))
+    else:
+        click.echo(analysis_text(result))
+    if fail_on is not None:
+        limit = Severity(fail_on)
+        if any(f.severity >= limit for f in result.findings):
+            sys.exit(1)
+
+
+def analysis_text(result: Any) -> str:
+    """The readable findings summary of a BatchResult (what ``gradlog analyze`` prints)."""
+    lines: list[str] = []
+    for run in result.runs:
+        head = f"{run.run_id}  {_printable(run.name)}  {run.status}  {run.steps} steps"
+        lines.append(head + ("  (partial)" if run.partial else ""))
+        for p in run.problems:
+            lines.append(f"  problem: {_printable(p, 200)}")
+        order = {"error": 0, "warning": 1, "info": 2}
+        for f in sorted(run.findings, key=lambda f: order[f.severity.value]):
+            where = f" [{_printable(f.tensor, 60)}]" if f.tensor else ""
+            lines.append(
+                f"  {f.severity.value:7s} {f.kind.value}{where}: {_printable(f.message, 300)}"
+            )
+            lines.append(f"          -> {_printable(f.hint, 300)}")
+        conv = run.convergence or {}
+        if conv.get("projected_loss") is not None:
+            lines.append(
+                f"  trend: {conv['model']} fit, loss {conv['final_loss']:.4g} now, "
+                f"{conv['projected_loss']:.4g} [{conv['projected_low']:.4g}, "
+                f"{conv['projected_high']:.4g}] at step {conv['projected_step']}"
+            )
+        lines.append("")
+    for f in result.batch_findings:
+        lines.append(f"batch: {_printable(f.message, 300)}")
+        lines.append(f"       -> {_printable(f.hint, 300)}")
+    if len(result.ranking) > 1:
+        lines.append("ranking (projected loss, lower is better):")
+        for i, r in enumerate(result.ranking, 1):
+            lines.append(f"  {i}. {r['run_id']}  {r['outcome']:.4g}")
+    return "\n".join(lines).rstrip()
+
+
+@main.command("report")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write; a batch also writes one page per run under its folder's runs/.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@_clean_errors
+def report_command(paths: tuple[Path, ...], output: Path, no_progress: bool) -> None:
+    """Write a self-contained HTML report of the runs under PATHS (runs or folders of runs).
+
+    Saved analyses (analysis.json) are reused; other runs are analysed first.
+    """
+    from gradlog.report import build_report
+
+    out = build_report(list(paths), output, progress=not no_progress)
+    click.echo(str(out))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -61,8 +61,8 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
         raise RunNotFoundError(f"{run_dir} does not exist")
     if not path.is_file():
         raise RunNotFoundError(
-            f"{run_dir} is not a gradlog run (no {META_FILE}); "
-            "pass a run directory or a directory of runs"
+            f"{run_dir} is not a gradlog run (no {META_FILE}); pass a run directory or a directory "
+            "of runs"
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,226 @@
+"""Analyse runs: load, build frames, run every registered detector, fit trends, fit sweeps."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from gradlog.analysis import detectors as _detectors  # noqa: F401  (registers every detector)
+from gradlog.analysis.config import AnalysisConfig
+from gradlog.analysis.convergence import fit_convergence
+from gradlog.analysis.findings import Kind, Severity
+from gradlog.analysis.frames import DETECTOR_COLUMNS, build_frames
+from gradlog.analysis.loading import RunData, load_run
+from gradlog.analysis.registry import DETECTORS
+from gradlog.analysis.result import BatchResult, RunResult
+from gradlog.analysis.runinfo import find_runs
+from gradlog.analysis.sweep import sweep_findings
+from gradlog.errors import ConfigError, GradlogError
+
+
+def _discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[RunResult]]:
+    runs: list[Path] = []
+    missing: list[RunResult] = []
+    for p in paths:
+        path = Path(p)
+        try:
+            found = find_runs(path)
+        except GradlogError as exc:
+            missing.append(RunResult(path.name, "", str(path), "missing", 0, True, [str(exc)]))
+            continue
+        if not found:
+            missing.append(
+                RunResult(path.name, "", str(path), "missing", 0, True, [f"no runs under {path}"])
+            )
+        runs += [f for f in found if f.resolve() not in {r.resolve() for r in runs}]
+    return runs, missing
+
+
+CONCURRENT_ROWS = 8_000_000
+"""Runs are analysed two at a time while their ``tensors`` rows together stay below this (about
+0.8 GB of frames); a larger run is analysed alone, so memory follows the largest run."""
+
+
+class _RowBudget:
+    """Admits runs while the rows being analysed stay within ``limit`` (a larger run: alone)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self.ready = threading.Condition()
+
+    @contextmanager
+    def hold(self, rows: int) -> Iterator[None]:
+        with self.ready:
+            self.ready.wait_for(lambda: self.used == 0 or self.used + rows <= self.limit)
+            self.used += rows
+        try:
+            yield
+        finally:
+            with self.ready:
+                self.used -= rows
+                self.ready.notify_all()
+
+
+def analyze_run(path: Path, config: AnalysisConfig) -> RunResult:
+    """Analyse one run; every failure is named in ``problems`` and marks the result partial."""
+    return _analyze_run(path, config, None)
+
+
+def _analyze_run(path: Path, config: AnalysisConfig, budget: _RowBudget | None) -> RunResult:
+    try:
+        run = load_run(path)
+    except GradlogError as exc:
+        return RunResult(path.name, "", str(path), "unreadable", 0, True, [str(exc)])
+    if budget is None:
+        return _analyze_loaded(run, config)
+    with budget.hold(run.rows.get("tensors", 0)):
+        return _analyze_loaded(run, config)
+
+
+def _analyze_loaded(run: RunData, config: AnalysisConfig) -> RunResult:
+    path = run.path
+    frames = build_frames(run, DETECTOR_COLUMNS)
+    steps = int(frames.steps["step"].n_unique()) if frames.steps.height else 0
+    problems = run.problems
+    if steps <= 1:
+        problems.append(
+            f"run has {steps} recorded step{'s' if steps != 1 else ''}; too few to analyse trends"
+        )
+    if frames.grad.height and frames.grad["norm"].is_nan().all():
+        problems.append("every gradient statistic is NaN")
+    findings = []
+    for name, fn in DETECTORS.items():
+        if name in config.disabled:
+            continue
+        try:
+            findings += fn(frames, config)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a detector bug or odd data must not abort the batch
+            problems.append(f"detector {name} failed: {type(exc).__name__}: {exc!s:.200}")
+    convergence = None
+    if "convergence" not in config.disabled:
+        try:
+            step, loss = frames.loss(config.loss_name)
+            convergence = fit_convergence(step, loss, config)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            problems.append(f"convergence fit failed: {type(exc).__name__}: {exc!s:.200}")
+    conf = run.meta.get("config")
+    partial = bool(problems) or run.status == "running"
+    return RunResult(
+        run.run_id,
+        run.name,
+        str(path),
+        run.status,
+        steps,
+        partial,
+        problems,
+        findings,
+        convergence,
+        conf if isinstance(conf, dict) else {},
+    )
+
+
+def _outcome(r: RunResult) -> float | None:
+    if any(
+        f.kind in (Kind.DIVERGENCE, Kind.NONFINITE) and f.severity is Severity.ERROR
+        for f in r.findings
+    ):
+        return math.inf
+    c = r.convergence or {}
+    val = c.get("projected_loss") if c.get("projected_loss") is not None else c.get("final_loss")
+    return float(val) if isinstance(val, (int, float)) else None
+
+
+def _progress(items: list[Path], show: bool) -> Iterable[Path]:
+    if not show or len(items) < 2:
+        return items
+    import click
+
+    return click.progressbar(items, label="analysing", file=sys.stderr)
+
+
+def analyze(
+    paths: Sequence[str | Path],
+    config: AnalysisConfig | None = None,
+    progress: bool = False,
+    save: bool = False,
+    jobs: int | None = None,
+) -> BatchResult:
+    """Analyse every run under ``paths`` (run directories or directories of runs).
+
+    With ``save=True`` each run's result is written to ``<run_dir>/analysis.json``. ``jobs``
+    runs are analysed at once (default: 2 on a multi-core machine), within CONCURRENT_ROWS.
+    """
+    if isinstance(paths, (str, Path)):
+        raise ConfigError("paths must be a list of paths, e.g. analyze([path])")
+    cfg = config or AnalysisConfig()
+    unknown = [d for d in cfg.disabled if d not in DETECTORS and d != "convergence"]
+    if unknown:
+        raise ConfigError(f"unknown detectors in disabled: {unknown}; known: {sorted(DETECTORS)}")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    workers = jobs if jobs is not None else min(2, os.cpu_count() or 1)
+    run_dirs, missing = _discover(paths)
+    results: list[RunResult] = list(missing)
+    budget = _RowBudget(CONCURRENT_ROWS)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(run_dirs)))) as pool:
+        # submitted in order and collected in order; the pool keeps `workers` runs in flight
+        pending = {p: pool.submit(_analyze_run, p, cfg, budget) for p in run_dirs}
+        try:
+            results += _collect(run_dirs, pending, progress, save)
+        except BaseException:
+            for fut in pending.values():
+                fut.cancel()
+            raise
+    table: list[dict[str, Any]] = [
+        {"run_id": r.run_id, "config": r.config, "outcome": _outcome(r)} for r in results
+    ]
+    ranking = sorted(
+        (
+            {
+                "run_id": t["run_id"],
+                "outcome": t["outcome"],
+                **{
+                    k: (r.convergence or {}).get(k)
+                    for k in ("projected_loss", "projected_low", "projected_high")
+                },
+            }
+            for t, r in zip(table, results, strict=True)
+            if t["outcome"] is not None
+        ),
+        key=lambda d: d["outcome"],
+    )
+    batch = sweep_findings(table, cfg) if len(results) >= cfg.sweep_min_runs else []
+    return BatchResult(results, batch, ranking)
+
+
+def _collect(
+    run_dirs: list[Path], pending: dict[Path, Future[RunResult]], progress: bool, save: bool
+) -> list[RunResult]:
+    """The runs' results in order (saved when asked), advancing the progress bar."""
+    out: list[RunResult] = []
+    items = _progress(run_dirs, progress)
+    for path in items if not hasattr(items, "__enter__") else _iter_bar(items):
+        res = pending[path].result()
+        if save:
+            try:
+                res.save(path)
+            except OSError as exc:
+                res.problems.append(f"cannot save analysis.json: {exc}")
+        out.append(res)
+    return out
+
+
+def _iter_bar(bar: Any) -> Iterable[Path]:
+    with bar as it:
+        yield from it
