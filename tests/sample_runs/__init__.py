@@ -1,0 +1,1 @@
+"""Tests of the sample scenarios, their scoring and the detection benchmark."""
