@@ -148,6 +148,7 @@ class Writer:
         max_queue_bytes: int,
         flush_every_steps: int,
         flush_every_secs: float,
+        drain_every_secs: float = 1.0,
         on_flush: Callable[[], None],
         compression_level: int = 3,
     ) -> None:
@@ -158,6 +159,7 @@ class Writer:
         self.max_queue_bytes = max_queue_bytes
         self.flush_every_steps = flush_every_steps
         self.flush_every_secs = flush_every_secs
+        self.drain_every_secs = min(drain_every_secs, flush_every_secs)
         self.compression_level = compression_level
         self.on_flush = on_flush
         self.counters = Counters()
@@ -171,6 +173,7 @@ class Writer:
         self._part_index = dict.fromkeys(self._buffers, 0)
         self._steps_in_part = 0
         self._last_flush = time.monotonic()
+        self._last_drain = self._last_flush
         self._flush_requested = False
         self._idle = threading.Event()
         self._idle.set()
@@ -190,7 +193,8 @@ class Writer:
             self._queue.append(packet)
             self._queued_bytes += size
             self._idle.clear()
-            self._cond.notify_all()
+            if self._pressure():
+                self._cond.notify_all()
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -214,36 +218,44 @@ class Writer:
 
     # ----------------------------------------------------------------- writer-thread side
     def _run(self) -> None:
+        """Wake about once per ``drain_every_secs`` (or when asked), decode everything queued,
+        and write parts when a rotation is due. Waking per packet would make this thread take
+        the GIL from the training thread at every step."""
         while True:
             with self._cond:
-                while not self._queue and not self._stop and not self._flush_requested:
-                    timeout = self.flush_every_secs - (time.monotonic() - self._last_flush)
+                while not (self._stop or self._flush_requested or self._pressure()):
+                    now = time.monotonic()
+                    timeout = min(
+                        self.drain_every_secs - (now - self._last_drain),
+                        self.flush_every_secs - (now - self._last_flush),
+                    )
                     if timeout <= 0:
                         break
                     self._cond.wait(timeout)
-                packet = self._queue.popleft() if self._queue else None
-                if packet is not None:
-                    self._queued_bytes -= packet.nbytes
-                    self._cond.notify_all()
-                stop = self._stop and not self._queue
-                flush_requested = self._flush_requested and not self._queue
-            if packet is not None:
+                batch = list(self._queue)
+                self._queue.clear()
+                self._queued_bytes = 0
+                self._cond.notify_all()
+                stop = self._stop
+                flush_requested = self._flush_requested
+                self._flush_requested = False
+            self._last_drain = time.monotonic()
+            for packet in batch:
                 self._guard(self._consume, packet)
-            due = (
-                self._steps_in_part >= self.flush_every_steps
-                or time.monotonic() - self._last_flush >= self.flush_every_secs
-            )
+                if self._steps_in_part >= self.flush_every_steps:
+                    self._guard(self._write_parts)
+            due = time.monotonic() - self._last_flush >= self.flush_every_secs
             if stop or flush_requested or due:
                 self._guard(self._write_parts)
-                if flush_requested:
-                    with self._cond:
-                        self._flush_requested = False
-            if stop or flush_requested or (packet is None and not self._queue):
-                with self._cond:
-                    if not self._queue and not self._flush_requested:
-                        self._idle.set()
+            with self._cond:
+                if not self._queue and not self._flush_requested:
+                    self._idle.set()
             if stop:
                 return
+
+    def _pressure(self) -> bool:
+        """The queue holds a quarter of its byte budget: drain now rather than at the next tick."""
+        return self._queued_bytes * 4 >= self.max_queue_bytes
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn``; errors are recorded for the training thread to surface, never raised here."""
