@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
@@ -13,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from gradlog.analysis import detectors as _detectors  # noqa: F401  (registers every detector)
+from gradlog.analysis.batch import BATCH_DETECTORS, batch_findings, outcome
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.convergence import fit_convergence
-from gradlog.analysis.findings import Kind, Severity
 from gradlog.analysis.frames import DETECTOR_COLUMNS, build_frames
 from gradlog.analysis.loading import RunData, load_run
 from gradlog.analysis.registry import DETECTORS
 from gradlog.analysis.result import BatchResult, RunResult
 from gradlog.analysis.runinfo import find_runs
-from gradlog.analysis.sweep import sweep_findings
+from gradlog.analysis.summary import run_summary
 from gradlog.errors import ConfigError, GradlogError
 
 
@@ -114,6 +113,13 @@ def _analyze_loaded(run: RunData, config: AnalysisConfig) -> RunResult:
             raise
         except BaseException as exc:
             problems.append(f"convergence fit failed: {type(exc).__name__}: {exc!s:.200}")
+    summary: dict[str, Any] = {}
+    try:
+        summary = run_summary(frames)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        problems.append(f"run summary failed: {type(exc).__name__}: {exc!s:.200}")
     conf = run.meta.get("config")
     partial = bool(problems) or run.status == "running"
     return RunResult(
@@ -127,18 +133,8 @@ def _analyze_loaded(run: RunData, config: AnalysisConfig) -> RunResult:
         findings,
         convergence,
         conf if isinstance(conf, dict) else {},
+        summary,
     )
-
-
-def _outcome(r: RunResult) -> float | None:
-    if any(
-        f.kind in (Kind.DIVERGENCE, Kind.NONFINITE) and f.severity is Severity.ERROR
-        for f in r.findings
-    ):
-        return math.inf
-    c = r.convergence or {}
-    val = c.get("projected_loss") if c.get("projected_loss") is not None else c.get("final_loss")
-    return float(val) if isinstance(val, (int, float)) else None
 
 
 def _progress(items: list[Path], show: bool) -> Iterable[Path]:
@@ -164,9 +160,10 @@ def analyze(
     if isinstance(paths, (str, Path)):
         raise ConfigError("paths must be a list of paths, e.g. analyze([path])")
     cfg = config or AnalysisConfig()
-    unknown = [d for d in cfg.disabled if d not in DETECTORS and d != "convergence"]
+    known = [*DETECTORS, *BATCH_DETECTORS, "convergence"]
+    unknown = [d for d in cfg.disabled if d not in known]
     if unknown:
-        raise ConfigError(f"unknown detectors in disabled: {unknown}; known: {sorted(DETECTORS)}")
+        raise ConfigError(f"unknown detectors in disabled: {unknown}; known: {sorted(known)}")
     if jobs is not None and jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
     workers = jobs if jobs is not None else min(2, os.cpu_count() or 1)
@@ -182,26 +179,21 @@ def analyze(
             for fut in pending.values():
                 fut.cancel()
             raise
-    table: list[dict[str, Any]] = [
-        {"run_id": r.run_id, "config": r.config, "outcome": _outcome(r)} for r in results
-    ]
-    ranking = sorted(
-        (
-            {
-                "run_id": t["run_id"],
-                "outcome": t["outcome"],
-                **{
-                    k: (r.convergence or {}).get(k)
-                    for k in ("projected_loss", "projected_low", "projected_high")
-                },
-            }
-            for t, r in zip(table, results, strict=True)
-            if t["outcome"] is not None
-        ),
-        key=lambda d: d["outcome"],
+    ranked = sorted(
+        ((out, r) for r in results if (out := outcome(r)) is not None), key=lambda p: p[0]
     )
-    batch = sweep_findings(table, cfg) if len(results) >= cfg.sweep_min_runs else []
-    return BatchResult(results, batch, ranking)
+    ranking = [
+        {
+            "run_id": r.run_id,
+            "outcome": out,
+            **{
+                k: (r.convergence or {}).get(k)
+                for k in ("projected_loss", "projected_low", "projected_high")
+            },
+        }
+        for out, r in ranked
+    ]
+    return BatchResult(results, batch_findings(results, cfg), ranking)
 
 
 def _collect(

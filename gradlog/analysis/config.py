@@ -114,10 +114,22 @@ class AnalysisConfig:
     """Lag-1 autocorrelation of loss differences below this (white noise gives -0.5)."""
     oscillation_rel_amp: float = 0.05
     """... with median |diff| at least this fraction of the median loss."""
+    early_stall_drop: float = 0.25
+    """A non-negative loss that has dropped less than this fraction of its initial value ..."""
+    early_stall_onset: float = 0.2
+    """... and came within that distance of its final level in this first fraction of the run,
+    stayed there, and no longer falls at the end (the plateau window's Theil-Sen drop is below
+    plateau_rel or not significant), stalled early: a warning."""
+    early_stall_peak_ratio: float = 0.1
+    """A stalled run whose largest update moved the weights by this fraction of their norm in
+    one step points at a too-high learning rate (the hint says so)."""
 
     # convergence
     projection_steps: int = 0
     """Project the loss this many steps past the end (0: as many steps as recorded)."""
+    fit_bin: int = 5
+    """The curves are fitted to medians over windows of this many logged steps (at most 400
+    windows), so that batch noise and outlier batches do not pull the fit."""
     trend_windows: int = 8
     """Number of windows for Theil-Sen slopes."""
     stall_rel: float = 0.005
@@ -143,7 +155,35 @@ class AnalysisConfig:
     gns_min_steps: int = 10
     """Steps with small- and large-batch norms needed for the gradient noise scale."""
     sweep_min_runs: int = 3
-    """Runs with distinct values of one hyperparameter needed to fit a sweep."""
+    """Comparable runs with distinct values of one hyperparameter that make a sweep."""
+    sweep_fit_min_values: int = 4
+    """Distinct values needed to fit a quadratic (3 parameters: with 3 values it passes through
+    every point, R^2 = 1 whatever the data); with fewer the best observed value is reported."""
+    sweep_min_r2: float = 0.5
+    """Adjusted R^2 the quadratic needs before its vertex is offered as the optimum."""
+    run_keys: tuple[str, ...] = (
+        "seed",
+        "run",
+        "name",
+        "run_name",
+        "run_id",
+        "id",
+        "tags",
+        "notes",
+        "root",
+        "output_dir",
+        "out_dir",
+        "log_dir",
+        "save_dir",
+        "timestamp",
+        "date",
+    )
+    """Config keys that name or replicate a run rather than set up its training (also any key
+    ending in ``seed``): runs that differ only in these and one hyperparameter are comparable."""
+    outlier_factor: float = 10.0
+    """A run whose final loss is at least this many times that of a comparable run ..."""
+    outlier_min_gap: float = 0.25
+    """... and above it by at least this fraction of its own initial loss fell behind (warning)."""
 
     def replace(self, **overrides: Any) -> AnalysisConfig:
         """A copy with ``overrides`` applied and type-checked (unknown names are refused)."""

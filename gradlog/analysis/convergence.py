@@ -13,9 +13,12 @@ import numpy as np
 from scipy import optimize
 
 from gradlog.analysis.config import AnalysisConfig
-from gradlog.analysis.robust import theil_sen
+from gradlog.analysis.robust import theil_sen, window_len
 
 MAX_POINTS = 400
+"""At most this many window medians are fitted."""
+MIN_FIT_POINTS = 10
+"""A short curve keeps at least this many points (each a median of fewer steps)."""
 
 
 _WARNINGS = threading.Lock()
@@ -30,20 +33,27 @@ def _exp(t: np.ndarray, a: float, k: float, c: float) -> np.ndarray:
     return c + a * np.exp(-k * t)
 
 
-def _bin(step: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Medians over at most MAX_POINTS equal-count bins (robust to noise, fast to fit)."""
-    if len(step) <= MAX_POINTS:
+def _bin(step: np.ndarray, loss: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Medians over ``bins`` equal-count bins (robust to noise and outlier batches, fast to fit)."""
+    if len(step) <= bins:
         return step.astype(np.float64), loss
     # the bins of np.array_split: the first n % k hold q + 1 points, the others q
-    q, r = divmod(len(step), MAX_POINTS)
+    q, r = divmod(len(step), bins)
     cut = r * (q + 1)
 
     def medians(x: np.ndarray) -> np.ndarray:
         head = np.median(x[:cut].reshape(r, q + 1), axis=1)
-        tail = np.median(x[cut:].reshape(MAX_POINTS - r, q), axis=1)
+        tail = np.median(x[cut:].reshape(bins - r, q), axis=1)
         return np.concatenate([head, tail])
 
     return medians(step.astype(np.float64)), medians(loss)
+
+
+def initial_level(loss: np.ndarray) -> float:
+    """The loss before training: the first logged value, the only one measured before any
+    update. The median of a first window would already hold the first drop (a fast learner
+    looks stalled) or an early blow-up (a stalled run looks as if it made progress)."""
+    return float(loss[0])
 
 
 def _fit(  # noqa: PLR0917 - private helper; the call sites read as a table of models
@@ -54,14 +64,26 @@ def _fit(  # noqa: PLR0917 - private helper; the call sites read as a table of m
     p0: list[float],
     bounds: tuple[list[float], list[float]],
     t_proj: float,
+    *,
+    relative: bool,
 ) -> dict[str, Any] | None:
+    """One bounded least-squares fit and its projection at ``t_proj`` with a 95% band.
+
+    ``relative``: the loss is non-negative and its noise scales with its level (a loss at 0.01
+    wobbles by about 0.01, at 2 by about 0.1), so residuals are weighted by 1/level (else the
+    first steps of a curve falling 100x outweigh the rest) and the projection and its band are
+    clipped at 0.
+    """
+    scale = np.maximum(np.abs(y), 1e-3 * float(np.max(np.abs(y))) + 1e-12) if relative else None
     try:
         with _WARNINGS, warnings.catch_warnings():  # catch_warnings is not thread-safe
             warnings.simplefilter("ignore")
-            popt, pcov = optimize.curve_fit(fn, t, y, p0=p0, bounds=bounds, maxfev=5000)
+            popt, pcov = optimize.curve_fit(
+                fn, t, y, p0=p0, sigma=scale, bounds=bounds, maxfev=5000
+            )
     except (RuntimeError, ValueError, optimize.OptimizeWarning):
         return None
-    resid = y - fn(t, *popt)
+    resid = (y - fn(t, *popt)) / (1.0 if scale is None else scale)
     rss = float(np.sum(resid**2))
     n = len(y)
     aic = n * np.log(max(rss, 1e-300) / n) + 2 * len(popt)
@@ -72,18 +94,22 @@ def _fit(  # noqa: PLR0917 - private helper; the call sites read as a table of m
         up = popt.copy()
         up[i] += h
         grad[i] = (float(fn(np.array([t_proj]), *up)[0]) - proj) / h
-    var = float(grad @ np.nan_to_num(pcov, nan=0.0, posinf=0.0) @ grad) + rss / max(
-        n - len(popt), 1
-    )
+    # the noise of a window median at t_proj: the residual variance, at the projected level
+    level = 1.0 if scale is None else max(abs(proj), float(scale.min()))
+    noise = rss / max(n - len(popt), 1) * level**2
+    var = float(grad @ np.nan_to_num(pcov, nan=0.0, posinf=0.0) @ grad) + noise
     sd = float(np.sqrt(max(var, 0.0)))
+    low, high = proj - 1.96 * sd, proj + 1.96 * sd
+    if relative:
+        proj, low, high = max(proj, 0.0), max(low, 0.0), max(high, 0.0)
     return {
         "model": name,
         "params": [float(p) for p in popt],
         "aic": float(aic),
         "rss": rss,
         "projected": proj,
-        "low": proj - 1.96 * sd,
-        "high": proj + 1.96 * sd,
+        "low": low,
+        "high": high,
         "asymptote": float(popt[2]),
     }
 
@@ -132,17 +158,30 @@ def change_points(t: np.ndarray, y: np.ndarray, max_points: int) -> list[int]:
 def fit_convergence(
     step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig
 ) -> dict[str, Any] | None:
-    """The convergence summary of one loss curve, or None with too few finite points."""
+    """The convergence summary of one loss curve, or None with too few finite points.
+
+    The models are fitted to window medians (``fit_bin`` steps each). When every observed loss
+    is >= 0 the asymptote is bounded below by 0, residuals are relative, and the projection's
+    band is clipped at 0: a cross-entropy or squared error cannot be projected below zero.
+    ``final_loss`` is the median of the last window (``window_frac``, at least ``min_window``
+    steps), ``initial_loss`` the level before training (:func:`initial_level`). A loss that ended
+    above ``divergence_factor`` x its initial level is not projected (``model`` and
+    ``projected_*`` are None).
+    """
     ok = np.isfinite(loss)
     step, loss = step[ok], loss[ok]
     if len(loss) < 10:
         return None
-    t, y = _bin(step, loss)
+    bins = min(MAX_POINTS, max(len(loss) // max(cfg.fit_bin, 1), min(len(loss), MIN_FIT_POINTS)))
+    t, y = _bin(step, loss, bins)
+    nonnegative = bool(np.all(loss >= 0))
+    c_low = 0.0 if nonnegative else -np.inf
     t0 = float(step[0])
     tt = t - t0
     horizon = cfg.projection_steps or int(step[-1] - step[0] + 1)
     t_proj = float(tt[-1] + horizon)
     span = float(np.ptp(y)) or 1.0
+    c_guess = max(float(y.min()), 0.0) if nonnegative else float(y.min())
     fits = [
         f
         for f in (
@@ -151,18 +190,20 @@ def fit_convergence(
                 _power,
                 tt,
                 y,
-                [span, 0.5, float(y.min())],
-                ([-np.inf, 0.0, -np.inf], [np.inf, 10.0, np.inf]),
+                [span, 0.5, c_guess],
+                ([-np.inf, 0.0, c_low], [np.inf, 10.0, np.inf]),
                 t_proj,
+                relative=nonnegative,
             ),
             _fit(
                 "exponential",
                 _exp,
                 tt,
                 y,
-                [span, 1.0 / max(tt[-1], 1.0), float(y.min())],
-                ([-np.inf, 0.0, -np.inf], [np.inf, 10.0, np.inf]),
+                [span, 1.0 / max(tt[-1], 1.0), c_guess],
+                ([-np.inf, 0.0, c_low], [np.inf, 10.0, np.inf]),
                 t_proj,
+                relative=nonnegative,
             ),
         )
         if f is not None
@@ -191,15 +232,23 @@ def fit_convergence(
         if all(not (x["relative_drop"] >= cfg.stall_rel) for x in windows[i:]):
             stalled = int(w["step_start"])
             break
-    best = min(fits, key=lambda f: f["aic"]) if fits else None
+    window = window_len(len(loss), cfg.window_frac, cfg.min_window)
+    initial, final = initial_level(loss), float(np.median(loss[-window:]))
+    # a loss that ended far above where it started diverged: it has no asymptote to project
+    diverged = final > cfg.divergence_factor * abs(initial) and final > initial
+    best = min(fits, key=lambda f: f["aic"]) if fits and not diverged else None
     return {
         "model": best["model"] if best else None,
         "fits": fits,
+        "t0": t0,
+        "nonnegative": nonnegative,
         "projected_step": int(step[-1] + horizon),
         "projected_loss": best["projected"] if best else None,
         "projected_low": best["low"] if best else None,
         "projected_high": best["high"] if best else None,
-        "final_loss": float(np.median(loss[-max(1, len(loss) // 20) :])),
+        "initial_loss": initial,
+        "final_loss": final,
+        "final_step": int(step[-1]),
         "stalled_step": stalled,
         "windows": windows,
         "change_points": change_points(t, y, cfg.max_change_points),

@@ -39,6 +39,9 @@ class RunResult:
     findings: list[Finding] = field(default_factory=list)
     convergence: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Numbers the batch comparisons need: ``lr`` (peak), ``update_ratio_median``,
+    ``update_ratio_peak`` and ``update_ratio_peak_step``, where known."""
 
     @property
     def hints(self) -> list[Finding]:
@@ -61,6 +64,7 @@ class RunResult:
                 "findings": [f.to_json() for f in self.findings],
                 "convergence": self.convergence,
                 "config": self.config,
+                "summary": self.summary,
             }
         )
         return out
@@ -79,6 +83,7 @@ class RunResult:
                 findings=[Finding.from_json(f) for f in d.get("findings", [])],
                 convergence=d.get("convergence"),
                 config=dict(d.get("config") or {}),
+                summary=dict(d.get("summary") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptRunError(f"not a gradlog run result: {exc}") from exc

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from gradlog.analysis import AnalysisConfig, Kind, RunResult
+from gradlog.analysis.batch import outcome
 from gradlog.errors import ConfigError
 from gradlog.report import data, figures
 from gradlog.report.decimate import minmax_envelope
@@ -21,7 +22,7 @@ from gradlog.report.model import (
     varying_keys,
 )
 from gradlog.report.render import render_batch, render_run
-from gradlog.report.results import discover, load_results, outcome
+from gradlog.report.results import discover, load_results
 
 RUNS_DIR = "runs"
 """Per-run pages of a batch report go to ``<out_dir>/runs/<run_id>.html``."""

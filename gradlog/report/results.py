@@ -4,22 +4,18 @@ otherwise a fresh analysis (saved next to the run for the next report)."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from gradlog.analysis import (
     AnalysisConfig,
     BatchResult,
-    Finding,
-    Kind,
     RunResult,
-    Severity,
     analyze,
 )
+from gradlog.analysis.batch import batch_findings
 from gradlog.analysis.result import RESULT_FILE
 from gradlog.analysis.runinfo import find_runs
-from gradlog.analysis.sweep import sweep_findings
 from gradlog.errors import CorruptRunError, RunNotFoundError
 from gradlog.schema import META_FILE
 
@@ -60,18 +56,6 @@ def _saved(run_dir: Path) -> RunResult | None:
         return None
 
 
-def outcome(r: RunResult) -> float | None:
-    """Lower is better: projected (else final) loss; inf when the run diverged or went NaN."""
-    if any(
-        f.kind in (Kind.DIVERGENCE, Kind.NONFINITE) and f.severity is Severity.ERROR
-        for f in r.findings
-    ):
-        return math.inf
-    c = r.convergence or {}
-    val = c.get("projected_loss") if c.get("projected_loss") is not None else c.get("final_loss")
-    return float(val) if isinstance(val, (int, float)) else None
-
-
 def load_results(
     run_dirs: list[Path], progress: bool = False, config: AnalysisConfig | None = None
 ) -> tuple[BatchResult, list[Path]]:
@@ -90,8 +74,4 @@ def load_results(
         for d, res in zip(stale, fresh.runs, strict=True):
             found[d] = res
     runs = [found[d] for d in run_dirs]
-    batch: list[Finding] = []
-    if len(runs) >= cfg.sweep_min_runs:
-        table = [{"run_id": r.run_id, "config": r.config, "outcome": outcome(r)} for r in runs]
-        batch = sweep_findings(table, cfg)
-    return BatchResult(runs, batch, []), stale
+    return BatchResult(runs, batch_findings(runs, cfg), []), stale

@@ -104,3 +104,70 @@ def test_row_budget_admits_a_large_run_alone() -> None:
     with budget.hold(25):  # larger than the whole budget: admitted when nothing else runs
         assert budget.used == 25
     assert budget.used == 0
+
+
+def _lr_sweep(root: Path, extra: dict[str, object] | None = None) -> None:
+    """The CNN at three Adam learning rates: two learn, the largest blows up and stalls."""
+    rng = np.random.default_rng(0)
+    n = 87
+    t = np.arange(n)
+    for lr in (3e-4, 3e-3, 3e-2):
+        if lr < 1e-2:
+            y = (0.008 + 2.3 * np.exp(-t * lr * 2000)) * rng.lognormal(0, 0.3, n)
+            ratio = np.full(n, lr * 3)
+        else:
+            y = 1.95 + rng.normal(0, 0.08, n)
+            y[:8] = [2.28, 35.5, 33.4, 19.0, 12.0, 6.7, 3.9, 2.75]
+            ratio = np.where(t < 10, 1.0, 3e-3)
+        make_run(
+            root,
+            f"cnn-lr-{lr:g}",
+            {"w": np.ones(n)},
+            loss=y,
+            param_norms={"w": np.ones(n)},
+            update_norms={"w": ratio},
+            config={"lr": lr, "batch_size": 64, "optimizer": "Adam", "seed": 0, **(extra or {})},
+            optimizer={"class": "Adam", "param_groups": [{"lr": lr}]},
+        )
+
+
+def test_a_stalled_run_is_flagged_in_the_run_and_against_its_siblings(tmp_path: Path) -> None:
+    _lr_sweep(tmp_path)
+    res = analyze([tmp_path])
+    by = {r.run_id: r for r in res.runs}
+    stuck = by["cnn-lr-0.03"]
+    assert stuck.summary["lr"] == 0.03
+    assert stuck.summary["update_ratio_peak"] == pytest.approx(1.0)
+    assert [f.kind.value for f in stuck.findings if f.severity.value == "warning"] == ["plateau"]
+    assert not [f for f in by["cnn-lr-0.003"].findings if f.severity.value != "info"]
+    kinds = {(f.detector, f.kind.value, f.run) for f in res.batch_findings}
+    assert ("outliers", "lr_too_high", "cnn-lr-0.03") in kinds
+    (sweep,) = [f for f in res.batch_findings if f.kind.value == "sweep"]
+    assert sweep.evidence["fitted"] == 0  # three values: best observed, no fitted optimum
+    doc = json.loads(json.dumps(res.to_json(), allow_nan=False))
+    assert BatchResult.from_json(doc).to_json() == doc
+    quiet = analyze([tmp_path], AnalysisConfig(disabled=("outliers", "sweep")))
+    assert quiet.batch_findings == []
+
+
+def test_unrelated_runs_give_no_batch_findings(tmp_path: Path) -> None:
+    _lr_sweep(tmp_path / "a")
+    for run in (tmp_path / "a").iterdir():  # make every run a different model
+        meta = json.loads((run / "meta.json").read_text())
+        meta["config"]["model"] = run.name
+        (run / "meta.json").write_text(json.dumps(meta))
+    assert analyze([tmp_path / "a"]).batch_findings == []
+
+
+def test_the_sample_scenarios_are_no_sweep() -> None:
+    # nine unrelated scenarios (other models, optimizers, step counts) with various lrs
+    logs = Path(__file__).resolve().parents[2] / "sample_runs" / "logs"
+    res = analyze(sorted(logs.glob("*/*/")))
+    assert len(res.runs) == 9
+    assert res.batch_findings == []
+    for r in res.runs:
+        c = r.convergence or {}
+        if c.get("projected_loss") is not None:
+            assert c["t0"] == 0.0
+            assert c["nonnegative"] is True
+            assert 0 <= c["projected_low"] <= c["projected_loss"] <= c["projected_high"]

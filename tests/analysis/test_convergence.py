@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from gradlog.analysis import AnalysisConfig
-from gradlog.analysis.convergence import change_points, fit_convergence
+from gradlog.analysis.convergence import (
+    _exp,
+    _power,
+    change_points,
+    fit_convergence,
+    initial_level,
+)
 
 
 def test_power_law_recovered(rng: np.random.Generator) -> None:
@@ -33,3 +39,87 @@ def test_change_point() -> None:
 
 def test_too_short() -> None:
     assert fit_convergence(np.arange(3), np.ones(3), AnalysisConfig()) is None
+
+
+def _noisy_ce(rng: np.random.Generator, n: int = 87) -> tuple[np.ndarray, np.ndarray]:
+    """A cross-entropy-like curve: fast drop to ~0.01, right-skewed (log-normal) batch noise."""
+    t = np.arange(n)
+    return t, (0.01 + 2.3 * np.exp(-t / 6.0)) * rng.lognormal(0.0, 0.8, n)
+
+
+def test_nonnegative_loss_is_never_projected_below_zero(rng: np.random.Generator) -> None:
+    # a power law to 0 fitted by an unbounded exponential needs a negative asymptote
+    for seed in range(5):
+        t = np.arange(150)
+        noise = np.random.default_rng(seed).lognormal(0.0, 0.3, len(t))
+        y = 2.3 * (t + 1.0) ** -1.3 * noise
+        c = fit_convergence(t, y, AnalysisConfig())
+        assert c is not None
+        assert c["nonnegative"] is True
+        assert all(f["asymptote"] >= 0 and f["low"] >= 0 for f in c["fits"])
+        assert 0 <= c["projected_low"] <= c["projected_loss"] <= c["projected_high"]
+    t, y = _noisy_ce(rng)
+    c = fit_convergence(t, y, AnalysisConfig())
+    assert c is not None
+    assert c["projected_low"] >= 0
+
+
+def test_projection_follows_the_median_not_the_noisy_mean() -> None:
+    # skewed noise: the mean sits ~1.4x above the median; a plain least-squares fit lands
+    # above the current loss although the curve still falls
+    for seed in range(8):
+        t, y = _noisy_ce(np.random.default_rng(seed))
+        c = fit_convergence(t, y, AnalysisConfig())
+        assert c is not None
+        true_now = 0.01 + 2.3 * np.exp(-t[-1] / 6.0)  # = the true projection, ~0.01
+        assert c["final_loss"] == pytest.approx(true_now, rel=0.6)
+        assert 0.3 * true_now <= c["projected_loss"] <= 1.2 * true_now
+        assert c["projected_low"] <= true_now <= c["projected_high"]
+
+
+def test_final_loss_is_the_last_windows_median() -> None:
+    t = np.arange(100)
+    y = np.full(100, 0.5)
+    y[-1] = 50.0  # one bad batch at the end
+    c = fit_convergence(t, y, AnalysisConfig())
+    assert c is not None
+    assert c["final_loss"] == 0.5
+    assert c["initial_loss"] == 0.5
+
+
+def test_initial_level_is_the_loss_before_any_update() -> None:
+    blow_up = np.array([2.3, 35.0, 30.0, 19.0, 12.0, 6.7, 3.9, 2.7, 2.2, 2.2, 2.1, 2.0])
+    assert initial_level(blow_up) == 2.3  # the blow-up is not where training started
+    fast = np.array([2.3, 0.01, 0.012, 0.009, 0.011, 0.01])
+    assert initial_level(fast) == 2.3  # nor is the level after the first drop
+
+
+def test_t0_redraws_the_fitted_curve() -> None:
+    t = np.arange(500, 1500)
+    y = 0.3 + 2.0 * np.exp(-(t - 500) / 80.0)
+    c = fit_convergence(t, y, AnalysisConfig())
+    assert c is not None
+    assert c["t0"] == 500.0
+    best = next(f for f in c["fits"] if f["model"] == c["model"])
+    fn = _exp if c["model"] == "exponential" else _power
+    assert fn(t - c["t0"], *best["params"]) == pytest.approx(y, abs=0.01)
+
+
+def test_negative_losses_are_not_bounded() -> None:
+    t = np.arange(300)
+    y = -1.0 + np.exp(-t / 40.0)  # e.g. a negative log-likelihood of a density
+    c = fit_convergence(t, y, AnalysisConfig())
+    assert c is not None
+    assert c["nonnegative"] is False
+    assert c["projected_loss"] == pytest.approx(-1.0, abs=0.01)
+    assert c["projected_low"] < 0
+
+
+def test_a_loss_that_ended_above_its_start_is_not_projected() -> None:
+    t = np.arange(60)
+    y = 0.7 * np.exp(t / 6.0)  # diverging
+    c = fit_convergence(t, y, AnalysisConfig())
+    assert c is not None
+    assert c["projected_loss"] is None
+    assert c["model"] is None
+    assert c["final_loss"] > c["initial_loss"]

@@ -17,6 +17,39 @@ def _lr(frames: RunFrames) -> float | None:
     return float(lr.median()) if len(lr) else None  # type: ignore[arg-type]
 
 
+def weight_ratios(frames: RunFrames) -> pl.DataFrame:
+    """(step, tensor, ratio) of the weight tensors (ndim >= 2; all tensors if there are none)
+    at finite, positive ratios, before the first applied non-finite gradient (the weights may
+    be NaN from there) and not at steps the GradScaler skipped."""
+    u = frames.update.filter(pl.col("ratio").is_finite() & (pl.col("ratio") > 0))
+    bad_from = frames.first_nonfinite_step()
+    if bad_from is not None:
+        u = u.filter(pl.col("step") < bad_from)
+    skipped = frames.steps.filter(pl.col("skipped").fill_null(False))["step"]
+    u = u.filter(~pl.col("step").is_in(skipped.implode()))
+    weights = frames.run.catalogue.filter(pl.col("ndim") >= 2)["tensor"]
+    if len(weights):  # biases and norm scales move relatively more by design: judge the weights
+        u = u.filter(pl.col("tensor").is_in(weights.implode()))
+    return u
+
+
+def ratio_profile(frames: RunFrames) -> dict[str, float | int] | None:
+    """The model's update ratio: ``median`` (over tensors of each tensor's median, as the
+    detector judges it), ``peak`` (the largest per-step median over tensors) and ``peak_step``;
+    None when updates were not recorded."""
+    u = weight_ratios(frames)
+    if u.is_empty():
+        return None
+    per_step = u.group_by("step").agg(pl.col("ratio").median()).sort("step")
+    i = int(per_step["ratio"].arg_max() or 0)
+    median = u.group_by("tensor").agg(pl.col("ratio").median())["ratio"].median()
+    return {
+        "median": float(median),  # type: ignore[arg-type]
+        "peak": float(per_step["ratio"][i]),
+        "peak_step": int(per_step["step"][i]),
+    }
+
+
 @detector("update_ratio")
 def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
     """Median ratio outside [update_ratio_low, update_ratio_high]: lr too low/high.
@@ -27,15 +60,7 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
     learning rate cannot fix a layer imbalance (e.g. vanishing gradients). So is a ratio within
     ``update_ratio_margin`` of the band edge (borderline, e.g. Adam's first steps at lr 1e-3).
     """
-    u = frames.update.filter(pl.col("ratio").is_finite() & (pl.col("ratio") > 0))
-    bad_from = frames.first_nonfinite_step()
-    if bad_from is not None:
-        u = u.filter(pl.col("step") < bad_from)
-    skipped = frames.steps.filter(pl.col("skipped").fill_null(False))["step"]
-    u = u.filter(~pl.col("step").is_in(skipped.implode()))
-    weights = frames.run.catalogue.filter(pl.col("ndim") >= 2)["tensor"]
-    if len(weights):  # biases and norm scales move relatively more by design: judge the weights
-        u = u.filter(pl.col("tensor").is_in(weights.implode()))
+    u = weight_ratios(frames)
     if u.is_empty():
         return []
     per = u.group_by("tensor").agg(

@@ -1,0 +1,35 @@
+"""A few numbers per run that comparisons across a batch need (saved with the run's result)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradlog.analysis.detectors.update_ratio import ratio_profile
+from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.groups import is_number
+
+
+def peak_lr(frames: RunFrames) -> float | None:
+    """The largest learning rate of the run: the logged ``lr/0`` (a schedule's peak), else the
+    largest of the optimizer's param groups in meta.json."""
+    lr = frames.scalar("lr/0")["value"].drop_nans()
+    if len(lr):
+        return float(lr.max())  # type: ignore[arg-type]
+    opt = frames.run.meta.get("optimizer")
+    groups = opt.get("param_groups") if isinstance(opt, dict) else None
+    lrs = [float(g["lr"]) for g in groups or [] if isinstance(g, dict) and is_number(g.get("lr"))]
+    return max(lrs) if lrs else None
+
+
+def run_summary(frames: RunFrames) -> dict[str, Any]:
+    """``lr`` (peak), ``update_ratio_median``, ``update_ratio_peak`` and its step, where known."""
+    out: dict[str, Any] = {}
+    lr = peak_lr(frames)
+    if lr is not None:
+        out["lr"] = lr
+    profile = ratio_profile(frames)
+    if profile is not None:
+        out["update_ratio_median"] = profile["median"]
+        out["update_ratio_peak"] = profile["peak"]
+        out["update_ratio_peak_step"] = profile["peak_step"]
+    return out

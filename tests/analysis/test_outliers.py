@@ -1,0 +1,71 @@
+from typing import Any
+
+import pytest
+
+from gradlog.analysis import AnalysisConfig
+from gradlog.analysis.outliers import outlier_findings
+
+
+def _run(run_id: str, lr: float, final: float, **kw: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "name": run_id,
+        "config": {"lr": lr, "optimizer": "Adam", "seed": 0},
+        "initial_loss": 2.3,
+        "final_loss": final,
+        "nonnegative": True,
+        "failed": False,
+        "lr": lr,
+        "update_ratio_peak": lr * 30,
+        "update_ratio_median": lr * 3,
+    }
+    row.update(kw)
+    return row
+
+
+def test_stuck_run_with_the_largest_lr_is_lr_too_high() -> None:
+    runs = [_run("a", 3e-4, 0.011), _run("b", 3e-3, 0.0072), _run("c", 3e-2, 1.92)]
+    (f,) = outlier_findings(runs, AnalysisConfig())
+    assert f.run == "c"
+    assert f.kind.value == "lr_too_high"
+    assert f.severity.value == "warning"
+    assert f.evidence["best_run"] == "b"
+    assert f.evidence["differs_in"] == "lr"
+    assert f.evidence["loss_ratio"] == pytest.approx(1.92 / 0.0072)
+    assert f.evidence["update_ratio_peak"] == pytest.approx(0.9)
+    assert "largest lr" in f.message
+
+
+def test_stuck_run_without_evidence_of_a_high_lr_is_a_plateau() -> None:
+    cfg = AnalysisConfig()
+    # the smallest lr stalled
+    (f,) = outlier_findings([_run("a", 3e-4, 1.9), _run("b", 3e-3, 0.01)], cfg)
+    assert (f.run, f.kind.value) == ("a", "plateau")
+    # the largest lr, but its updates stayed small
+    runs = [_run("a", 3e-4, 0.01), _run("b", 3e-3, 1.9, update_ratio_peak=1e-3)]
+    (f,) = outlier_findings(runs, cfg)
+    assert (f.run, f.kind.value) == ("b", "plateau")
+    # replicates differing only in the seed
+    seeds = [_run(f"s{i}", 1e-3, 0.02, config={"lr": 1e-3, "seed": i}) for i in range(3)]
+    seeds[1]["final_loss"] = 1.5
+    (f,) = outlier_findings(seeds, cfg)
+    assert (f.run, f.kind.value, f.evidence["differs_in"]) == ("s1", "plateau", "")
+
+
+def test_no_outlier_without_a_real_gap() -> None:
+    cfg = AnalysisConfig()
+    # 20x apart, but both near zero: not worth a warning
+    assert outlier_findings([_run("a", 1e-3, 0.001), _run("b", 1e-2, 0.02)], cfg) == []
+    # a large gap, but not an order of magnitude
+    assert outlier_findings([_run("a", 1e-3, 0.3), _run("b", 1e-2, 1.5)], cfg) == []
+
+
+def test_only_comparable_finished_runs_are_compared() -> None:
+    cfg = AnalysisConfig()
+    other = _run("b", 1e-2, 1.9, config={"lr": 1e-2, "optimizer": "SGD", "momentum": 0.9})
+    assert outlier_findings([_run("a", 1e-3, 0.01), other], cfg) == []
+    failed = _run("f", 1e-3, 0.001, failed=True)  # diverged: has its own error finding
+    assert outlier_findings([failed, _run("b", 1e-2, 1.9)], cfg) == []
+    signed = [_run("a", 1e-3, 0.01, nonnegative=False), _run("b", 1e-2, 1.9, nonnegative=False)]
+    assert outlier_findings(signed, cfg) == []
+    assert outlier_findings([_run("a", 1e-3, float("nan")), _run("b", 1e-2, 1.9)], cfg) == []
