@@ -254,8 +254,10 @@ class Writer:
                 return
 
     def _pressure(self) -> bool:
-        """The queue holds a quarter of its byte budget: drain now rather than at the next tick."""
-        return self._queued_bytes * 4 >= self.max_queue_bytes
+        """Drain now rather than at the next tick: a part rotation is due, or the queue holds a
+        quarter of its byte budget."""
+        rotation_due = len(self._queue) + self._steps_in_part >= self.flush_every_steps
+        return rotation_due or self._queued_bytes * 4 >= self.max_queue_bytes
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn``; errors are recorded for the training thread to surface, never raised here."""
