@@ -26,10 +26,10 @@ import torch
 
 from gradlog.errors import ConfigError, GradlogWarning, WriterError
 from gradlog.recorder import schedules as sched
-from gradlog.recorder.catalogue import Catalogue, Entry, build_catalogue
+from gradlog.recorder.catalogue import Catalogue, build_catalogue
 from gradlog.recorder.meta import base_meta, jsonable, meta_path, write_json_atomic
 from gradlog.recorder.naming import create_run_dir, validate_name
-from gradlog.recorder.stats import exponent_histogram, tensor_stats
+from gradlog.recorder.stats import exponent_histogram, negate_stats, tensor_stats
 from gradlog.recorder.writer import Packet, Segment, Writer
 
 MAX_SCALAR_NAME = 256
@@ -154,7 +154,7 @@ class Recorder:
         )
         self._step = 0
         self._pending: _PendingStep | None = None
-        self._snapshot: tuple[list[Entry], list[torch.Tensor]] | None = None
+        self._snapshot: tuple[np.ndarray, list[torch.Tensor]] | None = None
         self._closed = False
         self._disabled = False
         self._warned: set[str] = set()
@@ -413,8 +413,12 @@ class Recorder:
                 stats = tensor_stats(params)
                 pending.parts.append((Segment("stats", 0, 0, _KIND["param"], pidx), stats))
         if run["updates"](step) and not skipped:
-            chosen = [e for e in self.catalogue.entries if e.in_optimizer]
-            self._snapshot = (chosen, [_local(e.param.detach()).clone() for e in chosen])
+            chosen = [i for i, e in enumerate(self.catalogue.entries) if e.in_optimizer]
+            params = [_local(self.catalogue.entries[i].param.detach()) for i in chosen]
+            self._snapshot = (
+                np.array(chosen, dtype=np.int32),
+                list(torch._foreach_mul(params, 1.0)),
+            )
         if self.scaler is not None:
             scale = getattr(self.scaler, "_scale", None)
             if isinstance(scale, torch.Tensor):
@@ -431,23 +435,24 @@ class Recorder:
     def _on_step_end(self) -> None:
         if self._snapshot is None or self._pending is None:
             return
-        entries, before = self._snapshot
+        uidx, before = self._snapshot
         self._snapshot = None
-        after = [_local(e.param.detach()) for e in entries]
-        deltas = torch._foreach_sub(after, before)
-        index = {e.name: i for i, e in enumerate(self.catalogue.entries)}
-        uidx = np.array([index[e.name] for e in entries], dtype=np.int32)
-        stats = tensor_stats(deltas)
+        after = [_local(self.catalogue.entries[i].param.detach()) for i in uidx]
+        torch._foreach_sub_(before, after)  # before - after = -update, exactly; no new buffers
+        stats = negate_stats(tensor_stats(before))
         self._pending.parts.append((Segment("stats", 0, 0, _KIND["update"], uidx), stats))
 
     def _dispatch(self, pending: _PendingStep) -> None:
         """Concatenate a step's results, start its one device-to-host copy, queue it."""
-        parts = list(pending.parts)
+        parts: list[tuple[Segment, torch.Tensor | np.ndarray]] = list(pending.parts)
         if pending.scalar_tensors:
             names = [n for n, _ in pending.scalar_tensors]
             values = [t for _, t in pending.scalar_tensors]
             devices = {v.device for v in values}
-            if len(devices) == 1:
+            if devices == {torch.device("cpu")}:  # no copy to wait for: plain floats
+                scalars = np.array([float(v) for v in values], dtype=np.float64)
+                parts.append((Segment("scalars", 0, 0, names=names), scalars))
+            elif len(devices) == 1:
                 parts.append(
                     (
                         Segment("scalars", 0, 0, names=names),
@@ -457,19 +462,18 @@ class Recorder:
             else:
                 for key, v in zip(names, values, strict=True):
                     parts.append((Segment("scalars", 0, 0, names=[key]), v.to(torch.float64)))
-        host_parts = [(s, t) for s, t in parts if t.device.type == "cpu"]
-        dev_parts = [(s, t) for s, t in parts if t.device.type != "cpu"]
-        flat_host: list[torch.Tensor] = []
+        host_parts = [(s, t) for s, t in parts if _on_host(t)]
+        dev_parts = [(s, t) for s, t in parts if isinstance(t, torch.Tensor) and not _on_host(t)]
         offset = 0
         segments: list[Segment] = []
         for seg, t in host_parts + dev_parts:
-            n = t.numel()
+            n = t.size if isinstance(t, np.ndarray) else t.numel()
             seg.offset, seg.length = offset, n
             offset += n
             segments.append(seg)
-        for _, t in host_parts:
-            flat_host.append(t.reshape(-1).to(torch.float64))
-        host = torch.cat(flat_host).numpy() if flat_host else np.empty(0)
+        # CPU results join with numpy: a dozen small torch calls per step cost more here.
+        flat_host = [_as_numpy(t).reshape(-1) for _, t in host_parts]
+        host = np.concatenate(flat_host).astype(np.float64) if flat_host else np.empty(0)
         ready: Callable[[], None] | None = None
         buffer: Any = host
         if dev_parts:
@@ -551,6 +555,18 @@ class _Concat:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = np.concatenate([self.host, self.pinned.numpy()])
         return out if dtype is None else out.astype(dtype)
+
+
+def _on_host(t: torch.Tensor | np.ndarray) -> bool:
+    return isinstance(t, np.ndarray) or t.device.type == "cpu"
+
+
+def _as_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(t, np.ndarray):
+        return t
+    if t.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16
+        t = t.to(torch.float32)
+    return t.numpy()
 
 
 def _record_event(device: torch.device) -> Any:

@@ -289,3 +289,12 @@ def merge_stats(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     out[:, MAX] = torch.maximum(a[:, MAX], b[:, MAX])
     out[:, ABSMAX] = torch.maximum(a[:, ABSMAX], b[:, ABSMAX])
     return out
+
+
+def negate_stats(stats: torch.Tensor) -> torch.Tensor:
+    """The statistics of ``-x`` from those of ``x`` (exact: negation only flips signs)."""
+    out = stats.clone()
+    out[:, SUM] = -stats[:, SUM]
+    out[:, MIN] = -stats[:, MAX]
+    out[:, MAX] = -stats[:, MIN]
+    return out

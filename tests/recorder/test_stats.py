@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from gradlog.recorder import stats
-from gradlog.recorder.stats import EMPTY_ROW, exponent_histogram, merge_stats, tensor_stats
+from gradlog.recorder.stats import (
+    EMPTY_ROW,
+    exponent_histogram,
+    merge_stats,
+    negate_stats,
+    tensor_stats,
+)
 from gradlog.schema import EXP_BINS, EXP_MIN, HIST_BINS, HIST_NONFINITE_BIN, HIST_ZERO_BIN
 from tests.recorder.helpers import STAT_NAMES, assert_stats_match, reference_hist, reference_stats
 
@@ -306,3 +312,12 @@ def test_kernels_do_not_warn_on_non_finite_or_overflowing_values(method: str) ->
         warnings.simplefilter("error")
         tensor_stats(tensors, method=method)
         exponent_histogram(tensors, method=method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_negated_statistics_are_those_of_the_negated_tensor(method: str) -> None:
+    """The recorder gets update statistics from (before - after) and negates them."""
+    t = torch.cat([_special_values(torch.float32), torch.randn(100)])
+    got = negate_stats(tensor_stats([t, torch.zeros(0)], method=method))
+    assert_stats_match(got[0].tolist(), -t)
+    assert got[1].tolist() == list(EMPTY_ROW)  # the identity element stays the identity
