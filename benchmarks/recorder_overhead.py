@@ -1,0 +1,820 @@
+"""Recorder overhead: gradlog against no tracking and common alternatives, side by side.
+
+Two workloads, each with six configurations built once (same seed, same batches) and run in one
+process: the sample CNN on the digits data (Adam, batch 64) and an 8x512 MLP on random inputs
+(SGD, batch 128). After a warm-up, every round runs every configuration for ``--steps`` steps,
+interleaved one step per configuration in an order reshuffled every cycle (``--interleave block``:
+each configuration's steps back to back), timing each whole step (forward, backward, optimizer
+step, logging call, zero_grad) with ``time.perf_counter``. Ratios against no tracking are taken
+per round and then medianed, which cancels most of the noise of a shared machine. For gradlog
+the time spent inside the recorder on the training thread (optimizer hooks and ``Recorder.log``)
+is measured in situ.
+
+Run ``python -m benchmarks.recorder_overhead`` (about five minutes) or add ``--quick`` (a smoke
+run of under 30 s). ``--out FILE`` also writes the Markdown report to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradlog import __version__ as gradlog_version
+from gradlog.recorder import Recorder
+from gradlog.recorder.stats import exponent_histogram, tensor_stats
+from sample_runs.cnn_digits import DigitsCNN, load_digits_tensors
+
+SEED = 0
+TARGETS = {"cnn": 1.02, "mlp": 1.05}
+"""The issue's targets for gradlog default: step time at most this multiple of no tracking."""
+KERNEL_TARGET = 4.0
+"""The issue's target for the statistics kernel: at most this multiple of the one-pass floor."""
+
+# ---------------------------------------------------------------------------- workloads
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Workload:
+    """A model, its optimizer and a fixed cycle of batches, buildable identically many times."""
+
+    key: str
+    title: str
+    build_model: Callable[[], nn.Module]
+    build_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    batches: list[Batch]
+
+
+def _mlp(width: int = 512, depth: int = 8, classes: int = 10) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, classes))
+    return nn.Sequential(*layers)
+
+
+def _cnn_workload() -> Workload:
+    x, y = load_digits_tensors()
+    g = torch.Generator().manual_seed(SEED)
+    order = torch.randperm(len(x), generator=g)
+    batch = 64
+    batches = [
+        (x[order[i : i + batch]], y[order[i : i + batch]])
+        for i in range(0, len(x) - batch + 1, batch)  # full batches only: constant shapes
+    ]
+    return Workload(
+        key="cnn",
+        title="Sample CNN (DigitsCNN on digits, Adam, batch 64)",
+        build_model=DigitsCNN,
+        build_optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=1e-3),
+        batches=batches,
+    )
+
+
+def _mlp_workload(pool: int = 8) -> Workload:
+    g = torch.Generator().manual_seed(SEED)
+    batches = [
+        (torch.randn(128, 512, generator=g), torch.randint(0, 10, (128,), generator=g))
+        for _ in range(pool)
+    ]
+    return Workload(
+        key="mlp",
+        title="MLP 8x512 (random inputs, SGD, batch 128)",
+        build_model=_mlp,
+        build_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=1e-2),
+        batches=batches,
+    )
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------- trackers
+
+
+class Tracker:
+    """No tracking. Subclasses log after ``optimizer.step()`` and report the time they spent."""
+
+    label = "no tracking"
+    timed = False  # whether ``spent`` covers all the tracking work on the training thread
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, tmp: Path) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.spent = 0.0  # seconds spent in tracking code on the training thread (when ``timed``)
+        self.step = 0
+
+    def time_spent(self) -> float:
+        """Seconds spent so far in tracking code on the training thread."""
+        return self.spent
+
+    def background_thread(self) -> threading.Thread | None:
+        """The tracker's own background thread, if it has one whose CPU time is measured."""
+        return None
+
+    def after_step(self, loss: torch.Tensor) -> None:
+        """Called after ``optimizer.step()`` and before ``zero_grad()``."""
+        self.step += 1
+
+    def close(self) -> None:
+        """Release files, threads and hooks."""
+
+
+class _TimedRecorder(Recorder):
+    """A Recorder that adds up the time spent in its hook bodies and in ``log``."""
+
+    spent = 0.0
+
+    def _safely(self, fn: Callable[..., None], *args: Any) -> None:
+        start = time.perf_counter()
+        try:
+            super()._safely(fn, *args)
+        finally:
+            self.spent += time.perf_counter() - start
+
+    def log(self, **scalars: float | int | torch.Tensor) -> None:
+        start = time.perf_counter()
+        try:
+            super().log(**scalars)
+        finally:
+            self.spent += time.perf_counter() - start
+
+
+class GradlogTracker(Tracker):
+    """``Recorder(model, optimizer, root=tmp)`` with its default schedules; logs the loss."""
+
+    label = "gradlog default"
+    timed = True
+    options: dict[str, Any] = {}  # noqa: RUF012 (read-only class-level defaults)
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, tmp: Path) -> None:
+        super().__init__(model, optimizer, tmp)
+        if not hasattr(Recorder, "_safely"):  # the in-situ timing wraps this private method
+            raise RuntimeError("Recorder._safely is gone: update _TimedRecorder in this benchmark")
+        self.rec = _TimedRecorder(model, optimizer, root=tmp, **self.options)
+
+    def time_spent(self) -> float:
+        return self.rec.spent
+
+    def background_thread(self) -> threading.Thread | None:
+        thread = getattr(self.rec.writer, "_thread", None)  # private: measured, never touched
+        return thread if isinstance(thread, threading.Thread) else None
+
+    def after_step(self, loss: torch.Tensor) -> None:
+        self.rec.log(loss=loss)
+
+    def close(self) -> None:
+        self.rec.close()
+
+
+class GradlogHistsTracker(GradlogTracker):
+    """As gradlog default, with exponent histograms of every gradient at every step."""
+
+    label = "gradlog hists=1"
+    options: dict[str, Any] = {"hists": 1}  # noqa: RUF012
+
+
+class NaiveTracker(Tracker):
+    """The per-tensor ``.item()`` loop: seven statistics per gradient, each synchronised."""
+
+    label = "naive .item() loop"
+    timed = True
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, tmp: Path) -> None:
+        super().__init__(model, optimizer, tmp)
+        self.rows: list[tuple[int, str, tuple[float, ...]]] = []
+
+    def after_step(self, loss: torch.Tensor) -> None:
+        start = time.perf_counter()
+        for name, p in self.model.named_parameters():
+            g = p.grad
+            if g is None:
+                continue
+            g = g.detach()
+            row = (
+                g.norm().item(),
+                g.mean().item(),
+                g.std().item(),
+                g.min().item(),
+                g.max().item(),
+                g.abs().max().item(),
+                float((g == 0).sum().item()),
+            )
+            self.rows.append((self.step, name, row))
+        self.rows.append((self.step, "loss", (loss.item(),)))
+        self.step += 1
+        self.spent += time.perf_counter() - start
+
+
+class TensorBoardTracker(Tracker):
+    """``SummaryWriter.add_histogram`` of every gradient at every step, plus the loss."""
+
+    label = "TensorBoard add_histogram(1)"
+    timed = True
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, tmp: Path) -> None:
+        super().__init__(model, optimizer, tmp)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(tmp))
+
+    def after_step(self, loss: torch.Tensor) -> None:
+        start = time.perf_counter()
+        for name, p in self.model.named_parameters():
+            if p.grad is not None:
+                self.writer.add_histogram(f"grad/{name}", p.grad, self.step)
+        self.writer.add_scalar("loss", loss.item(), self.step)
+        self.step += 1
+        self.spent += time.perf_counter() - start
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbTracker(Tracker):
+    """``wandb.watch(model, log='gradients', log_freq=1)`` in offline mode, plus ``wandb.log``.
+
+    The histograms are computed in autograd hooks during backward, so the time spent here covers
+    only ``wandb.log``; the step time is the honest measure.
+    """
+
+    label = "wandb.watch(1) offline"
+    timed = False
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, tmp: Path) -> None:
+        super().__init__(model, optimizer, tmp)
+        import wandb
+
+        self.wandb = wandb
+        wandb.watch(model, log="gradients", log_freq=1)
+
+    def after_step(self, loss: torch.Tensor) -> None:
+        self.wandb.log({"loss": loss.item()})
+        self.step += 1
+
+    def close(self) -> None:
+        self.wandb.unwatch(self.model)
+
+
+TRACKERS: list[type[Tracker]] = [
+    Tracker,
+    GradlogTracker,
+    GradlogHistsTracker,
+    NaiveTracker,
+    TensorBoardTracker,
+    WandbTracker,
+]
+
+
+@contextlib.contextmanager
+def _wandb_run(tmp: Path) -> Iterator[str | None]:
+    """One offline wandb run for the whole benchmark; yields why wandb is skipped, or None."""
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp),
+        "WANDB_CACHE_DIR": str(tmp / "cache"),  # wandb-core's logs land here, not in ~/.cache
+        "WANDB_CONFIG_DIR": str(tmp / "config"),
+        "WANDB_DATA_DIR": str(tmp / "data"),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield from _wandb_session(tmp)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _wandb_session(tmp: Path) -> Iterator[str | None]:
+    try:
+        import wandb
+    except ImportError:
+        yield "wandb is not installed (pip install wandb to include it)"
+        return
+    try:
+        run = wandb.init(
+            mode="offline",
+            dir=str(tmp),
+            project="gradlog-bench",
+            settings=wandb.Settings(
+                silent=True,
+                console="off",
+                x_disable_stats=True,  # no system-metrics sampler stealing CPU from every config
+                x_disable_machine_info=True,
+                disable_git=True,
+                disable_code=True,
+            ),
+        )
+    except Exception as exc:  # wandb may want the network or a login at init: skip, don't fail
+        yield f"wandb.init failed offline: {type(exc).__name__}: {exc}"
+        return
+    try:
+        yield None
+    finally:
+        run.finish()
+
+
+# ---------------------------------------------------------------------------- the timing loop
+
+
+@dataclass
+class Config:
+    """One (workload, tracker) pair with its own model, optimizer, batch cursor and timings."""
+
+    workload: Workload
+    tracker_cls: type[Tracker]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    tracker: Tracker
+    loss_fn: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    cursor: int = 0
+    step_s: list[list[float]] = field(default_factory=list)  # per round, per step
+    rec_s: list[list[float]] = field(default_factory=list)
+    background_cpu_s: float | None = None  # CPU time of the tracker's thread over the timed steps
+
+    def run_step(self) -> None:
+        x, y = self.workload.batches[self.cursor % len(self.workload.batches)]
+        self.cursor += 1
+        loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        self.tracker.after_step(loss)
+        self.optimizer.zero_grad()
+
+    def timed_step(self) -> None:
+        """One step, timed, appended to the current round's lists."""
+        tracker = self.tracker
+        before = tracker.time_spent()
+        start = time.perf_counter()
+        self.run_step()
+        end = time.perf_counter()
+        self.step_s[-1].append(end - start)
+        self.rec_s[-1].append(tracker.time_spent() - before)
+
+    def new_round(self) -> None:
+        self.step_s.append([])
+        self.rec_s.append([])
+
+
+def _run_round(configs: list[Config], steps: int, interleave: str, rng: random.Random) -> None:
+    """Every configuration runs ``steps`` timed steps, in shuffled order.
+
+    ``step``: cycles of one step per configuration, reshuffled every cycle, so that the noise of a
+    shared machine (seconds-long bursts of other work) falls on all configurations alike.
+    ``block``: each configuration runs its ``steps`` consecutively, configurations shuffled.
+    """
+    for c in configs:
+        c.new_round()
+    gc.collect()  # outside the timed region
+    order = list(configs)
+    if interleave == "step":
+        for _ in range(steps):
+            rng.shuffle(order)
+            for c in order:
+                c.timed_step()
+    else:
+        rng.shuffle(order)
+        for c in order:
+            gc.collect()
+            for _ in range(steps):
+                c.timed_step()
+
+
+def _thread_cpu_s(thread: threading.Thread | None) -> float | None:
+    """CPU seconds used so far by ``thread`` (Linux only; None elsewhere)."""
+    tid = getattr(thread, "native_id", None)
+    if tid is None:
+        return None
+    try:
+        return int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _build(workload: Workload, tracker_cls: type[Tracker], tmp: Path) -> Config:
+    torch.manual_seed(SEED)
+    model = workload.build_model()
+    optimizer = workload.build_optimizer(model)
+    tdir = Path(tempfile.mkdtemp(prefix=f"{workload.key}-", dir=tmp))
+    tracker = tracker_cls(model, optimizer, tdir)
+    return Config(workload, tracker_cls, model, optimizer, tracker)
+
+
+# ---------------------------------------------------------------------------- summaries
+
+
+def _q(values: list[float], q: float) -> float:
+    return float(np.quantile(np.asarray(values), q))
+
+
+@dataclass
+class Row:
+    """Summary of one configuration."""
+
+    label: str
+    median_ms: float
+    mean_ms: float
+    p10_ms: float
+    p90_ms: float
+    ratio_median: float
+    ratio_mean: float
+    ratio_lo: float
+    ratio_hi: float
+    rec_median_ms: float | None
+    rec_mean_ms: float | None
+    rec_share: float | None  # total time in the tracker / total step time
+    background_ms: float | None  # CPU time of the tracker's background thread per timed step
+
+
+def _summarise(config: Config, base: Config) -> Row:
+    steps = [t for r in config.step_s for t in r]
+    ratios_med = [
+        statistics.median(c) / statistics.median(b)
+        for c, b in zip(config.step_s, base.step_s, strict=True)
+    ]
+    ratios_mean = [
+        statistics.fmean(c) / statistics.fmean(b)
+        for c, b in zip(config.step_s, base.step_s, strict=True)
+    ]
+    rec = [t for r in config.rec_s for t in r]
+    timed = config.tracker_cls.timed
+    return Row(
+        label=config.tracker_cls.label,
+        median_ms=1e3 * statistics.median(steps),
+        mean_ms=1e3 * statistics.fmean(steps),
+        p10_ms=1e3 * _q(steps, 0.1),
+        p90_ms=1e3 * _q(steps, 0.9),
+        ratio_median=statistics.median(ratios_med),
+        ratio_mean=statistics.median(ratios_mean),
+        ratio_lo=_q(ratios_med, 0.25),
+        ratio_hi=_q(ratios_med, 0.75),
+        rec_median_ms=1e3 * statistics.median(rec) if timed else None,
+        rec_mean_ms=1e3 * statistics.fmean(rec) if timed else None,
+        rec_share=sum(rec) / sum(steps) if timed else None,
+        background_ms=(
+            1e3 * config.background_cpu_s / len(steps)
+            if config.background_cpu_s is not None
+            else None
+        ),
+    )
+
+
+def _table(rows: list[Row]) -> list[str]:
+    out = [
+        "| configuration | median step ms | p10-p90 ms | x untracked (median) "
+        "| x untracked (mean) | in tracker, ms/step median (mean) | in tracker, % of step "
+        "| writer CPU ms/step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rec = "—"
+        share = "—"
+        if r.rec_median_ms is not None and r.rec_mean_ms is not None and r.rec_share is not None:
+            rec = f"{r.rec_median_ms:.3f} ({r.rec_mean_ms:.3f})"
+            share = f"{100 * r.rec_share:.1f} %"
+        background = "—" if r.background_ms is None else f"{r.background_ms:.3f}"
+        out.append(
+            f"| {r.label} | {r.median_ms:.2f} | {r.p10_ms:.2f}-{r.p90_ms:.2f} "
+            f"| {r.ratio_median:.3f} [{r.ratio_lo:.3f}-{r.ratio_hi:.3f}] | {r.ratio_mean:.3f} "
+            f"| {rec} | {share} | {background} |"
+        )
+    return out
+
+
+@dataclass
+class DiskUsage:
+    """Bytes on disk per row of one table of one run."""
+
+    rows: int
+    parts: int
+    file_bytes: int
+    data_bytes: int  # compressed column chunks, without per-part footers
+
+
+def _disk_usage(run_dir: Path, table: str) -> DiskUsage:
+    import pyarrow.parquet as pq
+
+    files = sorted((run_dir / table).glob("rank=*/part-*.parquet"))
+    rows = file_bytes = data_bytes = 0
+    for f in files:
+        md = pq.read_metadata(f)
+        rows += md.num_rows
+        file_bytes += f.stat().st_size
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            data_bytes += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+    return DiskUsage(rows, len(files), file_bytes, data_bytes)
+
+
+def _disk_runs(workloads: list[Workload], steps: int, tmp: Path) -> dict[str, DiskUsage]:
+    """Bytes per row of dedicated, untimed runs of ``steps`` steps with the default flush policy.
+
+    The timed runs are not used for this: time-sliced among all configurations, each recorder
+    gets a fraction of the steps it would get between two of its 10-second part rotations.
+    """
+    usage: dict[str, DiskUsage] = {}
+    for w in workloads:
+        runs: list[tuple[str, dict[str, Any]]] = [("default", {}), ("hists=1", {"hists": 1})]
+        for label, options in runs:
+            config = _build(w, Tracker, tmp)
+            with Recorder(config.model, config.optimizer, root=tmp / "disk", **options) as rec:
+                for _ in range(steps):
+                    x, y = w.batches[config.cursor % len(w.batches)]
+                    config.cursor += 1
+                    loss = config.loss_fn(config.model(x), y)
+                    loss.backward()
+                    config.optimizer.step()
+                    rec.log(loss=loss)
+                    config.optimizer.zero_grad()
+            tables = ("tensors", "steps", "scalars", "hists") if not options else ("hists",)
+            for table in tables:
+                usage[f"{w.key} | {label} | {table}"] = _disk_usage(rec.run_dir, table)
+    return usage
+
+
+def _time_kernel(
+    fn: Callable[[], object], floor: Callable[[], object], reps: int
+) -> tuple[float, float]:
+    """Median seconds of ``fn`` and of ``floor``, interleaved rep by rep."""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(3):
+        fn()
+        floor()
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        mid = time.perf_counter()
+        floor()
+        end = time.perf_counter()
+        a.append(mid - start)
+        b.append(end - mid)
+    return statistics.median(a), statistics.median(b)
+
+
+def _kernel_lines(workloads: list[Workload], reps: int) -> tuple[list[str], dict[str, float]]:
+    out = [
+        "| workload | tensors | elements | floor: `_foreach_norm` + stack + `.numpy()` ms "
+        "| `tensor_stats` ms | x floor | `exponent_histogram` ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratios: dict[str, float] = {}
+    for w in workloads:
+        torch.manual_seed(SEED)
+        model = w.build_model()
+        x, y = w.batches[0]
+        nn.CrossEntropyLoss()(model(x), y).backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+
+        def floor(grads: list[torch.Tensor] = grads) -> object:
+            return torch.stack(torch._foreach_norm(grads, 2)).numpy()
+
+        def stats(grads: list[torch.Tensor] = grads) -> object:
+            return tensor_stats(grads).numpy()
+
+        def hist(grads: list[torch.Tensor] = grads) -> object:
+            return exponent_histogram(grads).numpy()
+
+        t_stats, t_floor = _time_kernel(stats, floor, reps)
+        t_hist, _ = _time_kernel(hist, floor, reps)
+        ratios[w.key] = t_stats / t_floor
+        out.append(
+            f"| {w.key} | {len(grads)} | {sum(g.numel() for g in grads):,} | {1e3 * t_floor:.3f} "
+            f"| {1e3 * t_stats:.3f} | {t_stats / t_floor:.2f} | {1e3 * t_hist:.3f} |"
+        )
+    return out, ratios
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> str:
+    """Run the benchmark and return its Markdown report."""
+    torch.set_num_threads(args.threads)
+    workloads = [_cnn_workload(), _mlp_workload()]
+    notes: list[str] = []
+    load_before = _loadavg()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gradlog-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        with _wandb_run(tmp / "wandb") as wandb_skip:
+            trackers = list(TRACKERS)
+            if wandb_skip is not None:
+                trackers.remove(WandbTracker)
+                notes.append(f"wandb skipped: {wandb_skip}")
+                print(f"note: {notes[-1]}", file=sys.stderr)
+            configs = [_build(w, t, tmp) for w in workloads for t in trackers]
+            try:
+                for _ in range(args.warmup):  # also lets each recorder see the backward order
+                    for c in configs:
+                        c.run_step()
+                gc.collect()
+                gc.freeze()  # the long-lived objects made so far no longer slow down collections
+                cpu_before = [_thread_cpu_s(c.tracker.background_thread()) for c in configs]
+                rng = random.Random(SEED)
+                for r in range(args.rounds):
+                    _run_round(configs, args.steps, args.interleave, rng)
+                    print(
+                        f"round {r + 1}/{args.rounds} done ({time.perf_counter() - started:.0f} s)",
+                        file=sys.stderr,
+                    )
+                for c, before in zip(configs, cpu_before, strict=True):
+                    after = _thread_cpu_s(c.tracker.background_thread())
+                    if before is not None and after is not None:
+                        c.background_cpu_s = after - before
+            finally:
+                for c in configs:
+                    c.tracker.close()
+                gc.unfreeze()
+        usage = _disk_runs(workloads, args.disk_steps, tmp)
+        kernel, kernel_ratios = _kernel_lines(workloads, args.kernel_reps)
+    elapsed = time.perf_counter() - started
+    load_after = _loadavg()
+
+    how = (
+        "in cycles of one step per configuration, the order reshuffled every cycle"
+        if args.interleave == "step"
+        else "each configuration running its steps consecutively, in an order shuffled per round"
+    )
+    lines = [
+        f"Command: `{' '.join(['python', '-m', 'benchmarks.recorder_overhead', *sys.argv[1:]])}`",
+        "",
+        f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch.set_num_threads"
+        f"({args.threads}); Python {platform.python_version()}, torch {torch.__version__}, "
+        f"numpy {np.__version__}, gradlog {gradlog_version} ({_git_state()}), {platform.system()} "
+        f"{platform.release()}. Load average (1 min) {load_before} before, {load_after} after; "
+        f"total wall time {elapsed:.0f} s.",
+        "",
+        f"Protocol: {args.warmup} warm-up steps per configuration, then {args.rounds} rounds of "
+        f"{args.steps} timed steps per configuration, {how}. A step is forward + backward + "
+        "`optimizer.step()` + the logging call + `zero_grad()`, timed with `time.perf_counter`. "
+        "'x untracked' is the median over rounds of the per-round ratio to no tracking: of "
+        "per-round medians ([quartiles over rounds]), or of per-round means (these include the "
+        "periodic parameter, update and histogram steps of gradlog's default schedules). "
+        "'In tracker' is time on the training thread inside the recorder's optimizer hooks and "
+        "`Recorder.log` (for the naive loop and TensorBoard: inside their logging code; wandb "
+        "works inside autograd hooks, so only its step time is meaningful). 'Writer CPU' is the "
+        "CPU time of gradlog's background writer thread per timed step (it competes for the "
+        "same cores); its part-writing share is overstated here, since each recorder rotates "
+        "its parts every 10 s of wall time while getting only a fraction of the steps.",
+        "",
+    ]
+    lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
+    verdicts: list[str] = []
+    for w in workloads:
+        ws = [c for c in configs if c.workload is w]
+        base = ws[0]
+        rows = [_summarise(c, base) for c in ws]
+        lines += [f"### {w.title}, {_n_params(base.model):,} parameters", "", *_table(rows), ""]
+        default = next(r for r in rows if r.label == GradlogTracker.label)
+        target = TARGETS[w.key]
+        met = "met" if default.ratio_median <= target else "NOT met"
+        met_mean = "met" if default.ratio_mean <= target else "not met"
+        verdicts.append(
+            f"- {w.key}: gradlog default <= {target:.2f}x untracked: **{met}** "
+            f"(median of per-round ratios {default.ratio_median:.3f}x, quartiles "
+            f"{default.ratio_lo:.3f}-{default.ratio_hi:.3f}; by per-round means "
+            f"{default.ratio_mean:.3f}x, {met_mean}; time in the recorder on the training thread "
+            f"{100 * (default.rec_share or 0.0):.1f} % of the step)."
+        )
+    lines += [
+        "### Bytes on disk per row",
+        "",
+        f"Dedicated untimed runs of {args.disk_steps} steps each with the default flush policy "
+        "(a part per table every 1,000 steps or 10 s); 'hists=1' histograms every step.",
+        "",
+        "| workload | recorder | table | rows | parts | file bytes/row "
+        "| data bytes/row (without part footers) |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for run_key, u in usage.items():
+        if u.rows:
+            lines.append(
+                f"| {run_key} | {u.rows:,} | {u.parts} | {u.file_bytes / u.rows:.1f} "
+                f"| {u.data_bytes / u.rows:.1f} |"
+            )
+    lines += [
+        "",
+        "### Statistics kernel alone (median of interleaved repetitions, gradients of one step)",
+        "",
+        *kernel,
+        "",
+        "### Targets",
+        "",
+        *verdicts,
+    ]
+    for key, ratio in kernel_ratios.items():
+        met = "met" if ratio <= KERNEL_TARGET else "NOT met"
+        lines.append(
+            f"- {key}: `tensor_stats` <= {KERNEL_TARGET:.0f}x the one-pass floor: **{met}** "
+            f"({ratio:.2f}x)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _git_state() -> str:
+    """The commit measured, and whether the working tree had changes (they are measured too)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "gradlog"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return "unknown commit"
+    if not commit:
+        return "unknown commit"
+    return f"commit {commit}" + (" + uncommitted changes to gradlog/" if dirty else "")
+
+
+def _loadavg() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "n/a"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 7)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per configuration per round (default 50)"
+    )
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 20)")
+    parser.add_argument("--kernel-reps", type=int, default=None, help="kernel repetitions")
+    parser.add_argument(
+        "--disk-steps", type=int, default=None, help="steps of the bytes-per-row runs (400)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch.set_num_threads"
+    )
+    parser.add_argument(
+        "--interleave",
+        choices=("step", "block"),
+        default="step",
+        help="interleave configurations step by step (default) or in blocks of --steps",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run, under 30 s")
+    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+    defaults = (2, 8, 2, 10, 20) if args.quick else (7, 50, 20, 200, 400)
+    names = ("rounds", "steps", "warmup", "kernel_reps", "disk_steps")
+    for name, value in zip(names, defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("rounds", "steps", "kernel_reps", "disk_steps", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    report = run(args)
+    print(report)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
