@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from gradlog.analysis.runinfo import derive_status, part_files, read_meta
+from gradlog.analysis.runinfo import derive_status, meta_world_size, part_files, read_meta
 from gradlog.schema import SCHEMA_VERSION, TABLES, Table, polars_schema
 
 _CATALOGUE_SCHEMA: dict[str, Any] = {
@@ -55,8 +55,7 @@ class RunData:
 
     @property
     def world_size(self) -> int:
-        ws = self.meta.get("world_size", 1)
-        return ws if isinstance(ws, int) and ws > 0 else 1
+        return meta_world_size(self.meta)
 
     def scan(self, table: str, *, strings: bool = True) -> pl.LazyFrame | None:
         """A lazy scan of ``table`` over its usable parts with a ``rank`` column; None if none.

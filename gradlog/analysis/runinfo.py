@@ -46,6 +46,21 @@ def derive_status(meta: dict[str, Any], now: float | None = None) -> str:
     return "running"
 
 
+def meta_world_size(meta: dict[str, Any]) -> int:
+    """The run's world size from meta.json (1 when absent or invalid)."""
+    ws = meta.get("world_size", 1)
+    return ws if isinstance(ws, int) and ws > 0 else 1
+
+
+def meta_duration_s(meta: dict[str, Any]) -> float | None:
+    """Seconds from start to end (or to the last heartbeat when unfinished); None if unknown."""
+    start = meta.get("start_time")
+    end = meta.get("end_time") or meta.get("heartbeat")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+        return max(0.0, float(end) - float(start))
+    return None
+
+
 def part_files(run_dir: Path, table: str) -> list[Path]:
     """Committed part files of ``table`` over all ranks (hidden temporary files excluded)."""
     base = run_dir / table
@@ -101,11 +116,7 @@ class RunInfo:
 
     @property
     def duration_s(self) -> float | None:
-        start = self.meta.get("start_time")
-        end = self.meta.get("end_time") or self.meta.get("heartbeat")
-        if isinstance(start, (int, float)) and isinstance(end, (int, float)):
-            return max(0.0, float(end) - float(start))
-        return None
+        return meta_duration_s(self.meta)
 
     @property
     def duration_text(self) -> str:
@@ -152,8 +163,7 @@ def read_run_info(run_dir: Path) -> RunInfo:
                 problems.append(f"unreadable part {part.relative_to(run_dir)}: {exc}")
         rows[table] = total
     steps = rows.get("steps", 0)
-    if meta.get("world_size", 1) and int(meta.get("world_size", 1) or 1) > 1:
-        steps = steps // int(meta["world_size"])
+    steps //= meta_world_size(meta)  # every rank writes a steps row per step
     size = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
     return RunInfo(run_dir, meta, derive_status(meta), steps, parts, size, rows, problems)
 

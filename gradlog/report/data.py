@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from gradlog.analysis.runinfo import derive_status, part_files, read_meta
+from gradlog.analysis.runinfo import derive_status, meta_world_size, part_files, read_meta
 from gradlog.report.decimate import (
     DEFAULT_MAX_POINTS,
     EnvelopeGrid,
@@ -93,8 +93,7 @@ class RunSource:
 
     @property
     def world_size(self) -> int:
-        ws = self.meta.get("world_size", 1)
-        return ws if isinstance(ws, int) and ws > 0 else 1
+        return meta_world_size(self.meta)
 
     @property
     def multi_rank(self) -> bool:
