@@ -62,6 +62,9 @@ def build_catalogue(model: torch.nn.Module | None, optimizer: torch.optim.Optimi
             in_opt.setdefault(id(p), (g, i))
     cat = Catalogue()
     seen: set[int] = set()
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    while isinstance(model, wrappers):  # name parameters as in the plain model ('module.' off)
+        model = model.module
     if model is not None:
         for module_name, module in model.named_modules(remove_duplicate=True):
             for pname, p in module.named_parameters(recurse=False):
