@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,3 +57,34 @@ class DigitsMLP(nn.Module):
             x = torch.relu(getattr(self, f"fc{i + 1}")(x))
         out: torch.Tensor = self.out(x)
         return out
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def record_training(
+    root: Path,
+    name: str,
+    config: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    data: tuple[torch.Tensor, torch.Tensor],
+    gen: torch.Generator,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+) -> Path:
+    """The plain recorded loop most scenarios share: ``config['steps']`` batches of
+    ``config['batch_size']``, one optimizer step each, the loss logged. Returns the run dir."""
+    from gradlog import Recorder
+
+    x, y = data
+    with Recorder(
+        model, optimizer, root=root, name=name, run_id=name, config=config, **RECORD
+    ) as rec:
+        for idx in batches(len(x), config["batch_size"], config["steps"], gen):
+            loss = loss_fn(model(x[idx]), y[idx])
+            torch.autograd.backward(loss)
+            optimizer.step()
+            rec.log(loss=loss)
+            optimizer.zero_grad()
+    return rec.run_dir

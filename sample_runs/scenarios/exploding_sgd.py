@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sample_runs.scenarios._common import RECORD, batches, seed_all
+from sample_runs.scenarios._common import record_training, seed_all
 
 NAME = "exploding_sgd"
 CONFIG: dict[str, Any] = {
@@ -49,21 +49,12 @@ def _diabetes() -> tuple[torch.Tensor, torch.Tensor]:
 
 def train(root: Path) -> Path:
     """Train until (and past) the blow-up; returns the run directory."""
-    from gradlog import Recorder
-
     gen = seed_all(CONFIG["seed"])
     x, y = _diabetes()
     model = nn.Sequential(
         nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=CONFIG["lr"], momentum=CONFIG["momentum"])
-    with Recorder(
-        model, optimizer, root=root, name=NAME, run_id=NAME, config=CONFIG, **RECORD
-    ) as rec:
-        for idx in batches(len(x), CONFIG["batch_size"], CONFIG["steps"], gen):
-            loss = nn.functional.mse_loss(model(x[idx]), y[idx])
-            torch.autograd.backward(loss)
-            optimizer.step()
-            rec.log(loss=loss)
-            optimizer.zero_grad()
-    return rec.run_dir
+    return record_training(
+        root, NAME, CONFIG, model, optimizer, data=(x, y), gen=gen, loss_fn=nn.functional.mse_loss
+    )

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from sample_runs.scenarios._common import RECORD, DigitsMLP, batches, digits, seed_all
+from sample_runs.scenarios._common import DigitsMLP, digits, record_training, seed_all
 
 NAME = "head_not_in_optimizer"
 CONFIG: dict[str, Any] = {
@@ -44,20 +43,9 @@ EXPECT: dict[str, Any] = {
 
 def train(root: Path) -> Path:
     """Train with the head missing from the optimizer; returns the run directory."""
-    from gradlog import Recorder
-
     gen = seed_all(CONFIG["seed"])
     x, y = digits(flat=True)
     model = DigitsMLP((128, 128))
     body = [p for name, p in model.named_parameters() if not name.startswith("out.")]
     optimizer = torch.optim.Adam(body, lr=CONFIG["lr"])
-    with Recorder(
-        model, optimizer, root=root, name=NAME, run_id=NAME, config=CONFIG, **RECORD
-    ) as rec:
-        for idx in batches(len(x), CONFIG["batch_size"], CONFIG["steps"], gen):
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            torch.autograd.backward(loss)
-            optimizer.step()
-            rec.log(loss=loss)
-            optimizer.zero_grad()
-    return rec.run_dir
+    return record_training(root, NAME, CONFIG, model, optimizer, data=(x, y), gen=gen)

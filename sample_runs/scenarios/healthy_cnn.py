@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from sample_runs.cnn_digits import DigitsCNN
-from sample_runs.scenarios._common import RECORD, batches, digits, seed_all
+from sample_runs.scenarios._common import digits, record_training, seed_all
 
 NAME = "healthy_cnn"
 CONFIG: dict[str, Any] = {
@@ -40,20 +39,8 @@ EXPECT: dict[str, Any] = {
 
 def train(root: Path) -> Path:
     """Train the CNN with the recorder attached; returns the run directory."""
-    from gradlog import Recorder
-
     gen = seed_all(CONFIG["seed"])
     x, y = digits(flat=False)
     model = DigitsCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=CONFIG["lr"])
-    loss_fn = nn.CrossEntropyLoss()
-    with Recorder(
-        model, optimizer, root=root, name=NAME, run_id=NAME, config=CONFIG, **RECORD
-    ) as rec:
-        for idx in batches(len(x), CONFIG["batch_size"], CONFIG["steps"], gen):
-            loss = loss_fn(model(x[idx]), y[idx])
-            torch.autograd.backward(loss)
-            optimizer.step()
-            rec.log(loss=loss)
-            optimizer.zero_grad()
-    return rec.run_dir
+    return record_training(root, NAME, CONFIG, model, optimizer, data=(x, y), gen=gen)

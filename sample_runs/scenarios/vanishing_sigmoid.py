@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sample_runs.scenarios._common import RECORD, batches, digits, seed_all
+from sample_runs.scenarios._common import digits, record_training, seed_all
 
 NAME = "vanishing_sigmoid"
 DEPTH = 8
@@ -51,19 +51,8 @@ class SigmoidMLP(nn.Module):
 
 def train(root: Path) -> Path:
     """Train the deep sigmoid MLP; returns the run directory."""
-    from gradlog import Recorder
-
     gen = seed_all(CONFIG["seed"])
     x, y = digits(flat=True)
     model = SigmoidMLP()
     optimizer = torch.optim.SGD(model.parameters(), lr=CONFIG["lr"], momentum=CONFIG["momentum"])
-    with Recorder(
-        model, optimizer, root=root, name=NAME, run_id=NAME, config=CONFIG, **RECORD
-    ) as rec:
-        for idx in batches(len(x), CONFIG["batch_size"], CONFIG["steps"], gen):
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            torch.autograd.backward(loss)
-            optimizer.step()
-            rec.log(loss=loss)
-            optimizer.zero_grad()
-    return rec.run_dir
+    return record_training(root, NAME, CONFIG, model, optimizer, data=(x, y), gen=gen)
