@@ -30,30 +30,42 @@ def sweep_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Find
     sweep_min_r2.
     """
     configs = [dict(r.get("config") or {}) for r in runs]
-    keys = sorted(
-        {k for c in configs for k, v in c.items() if is_number(v) and not is_run_key(k, cfg)}
-    )
     out: list[Finding] = []
-    for key in keys:
-        sweeps = [
-            [i for i in group if runs[i].get("outcome") is not None]
-            for group in sweep_groups(configs, key, cfg)
+    for key, group, fixed in sweep_sets(configs, [r.get("outcome") for r in runs], cfg):
+        pts = [
+            (float(configs[i][key]), float(runs[i]["outcome"]), str(runs[i]["run_id"]))
+            for i in group
         ]
-        sweeps = [g for g in sweeps if len({configs[i][key] for i in g}) >= cfg.sweep_min_runs]
-        for group in sweeps:
-            pts = [
-                (float(configs[i][key]), float(runs[i]["outcome"]), str(runs[i]["run_id"]))
-                for i in group
-            ]
-            others = [g for g in sweeps if g is not group]
-            finding = _sweep(key, pts, describe_fixed(configs, group, others, key, cfg), cfg)
-            if finding is not None:
-                out.append(finding)
+        finding = _sweep(key, pts, fixed, cfg)
+        if finding is not None:
+            out.append(finding)
     return [
         f
         for f in out
         if not any(isinstance(v, float) and math.isnan(v) for v in f.evidence.values())
     ]
+
+
+def sweep_sets(
+    configs: list[dict[str, Any]], outcomes: list[float | None], cfg: AnalysisConfig
+) -> list[tuple[str, list[int], str]]:
+    """Every sweep in a batch: (hyperparameter, indices of its runs with an outcome, what is fixed
+    in it that tells it from other sweeps over the same key), for groups of runs that differ only
+    in that hyperparameter and have at least ``sweep_min_runs`` distinct values of it."""
+    keys = sorted(
+        {k for c in configs for k, v in c.items() if is_number(v) and not is_run_key(k, cfg)}
+    )
+    out: list[tuple[str, list[int], str]] = []
+    for key in keys:
+        sweeps = [
+            [i for i in group if outcomes[i] is not None]
+            for group in sweep_groups(configs, key, cfg)
+        ]
+        sweeps = [g for g in sweeps if len({configs[i][key] for i in g}) >= cfg.sweep_min_runs]
+        for group in sweeps:
+            others = [g for g in sweeps if g is not group]
+            out.append((key, group, describe_fixed(configs, group, others, key, cfg)))
+    return out
 
 
 def _edge_hint(key: str, best_x: float, xs: np.ndarray) -> str:

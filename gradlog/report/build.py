@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from gradlog.analysis import AnalysisConfig, Kind, RunResult
 from gradlog.analysis.batch import outcome
+from gradlog.analysis.sweep import sweep_sets
 from gradlog.errors import ConfigError
 from gradlog.report import data, figures
 from gradlog.report.decimate import minmax_envelope
@@ -65,35 +66,32 @@ def _overlay(reports: Iterable[RunReport], which: str) -> list[tuple[str, data.S
 
 
 def _sweep_charts(results: list[RunResult], batch: BatchReport) -> list[Chart]:
-    sweeps = {
-        str(f.evidence.get("hyperparameter")): f for f in batch.findings if f.kind is Kind.SWEEP
+    """One chart per sweep the analysis recognises (runs that differ only in one numeric
+    hyperparameter), with its finding; unrelated runs that merely differ get none."""
+    cfg = AnalysisConfig()
+    configs = [dict(r.config) for r in results]
+    findings = {
+        (str(f.evidence.get("hyperparameter")), str(f.evidence.get("group", ""))): f
+        for f in batch.findings
+        if f.kind is Kind.SWEEP
     }
-    numeric = [
-        k
-        for k in batch.hyper_keys
-        if all(
-            isinstance(r.config.get(k), (int, float)) and not isinstance(r.config.get(k), bool)
-            for r in results
-        )
-        and len({r.config.get(k) for r in results}) > 1
-    ]
     charts: list[Chart] = []
-    for key in [*sweeps, *[k for k in numeric if k not in sweeps]][:4]:
+    for key, group, fixed in sweep_sets(configs, [outcome(r) for r in results], cfg)[:4]:
         pts = [
-            (float(r.config[key]), outcome(r), r.name or r.run_id)
-            for r in results
-            if isinstance(r.config.get(key), (int, float))
+            (
+                float(results[i].config[key]),
+                outcome(results[i]),
+                results[i].name or results[i].run_id,
+            )
+            for i in group
         ]
-        finding = sweeps.get(key)
-        caption = (
-            f"{finding.message} {finding.hint}"
-            if finding
-            else "Too few distinct values for the analysis to fit an optimum."
-        )
+        finding = findings.get((key, fixed))
+        caption = f"{finding.message} {finding.hint}" if finding else ""
+        title = f"Sweep over {key[:40]}" + (f" ({fixed[:60]})" if fixed else "")
         charts.append(
             Chart(
                 f"sweep-{len(charts)}",
-                f"Sweep over {key[:40]}",
+                title,
                 caption,
                 figures.sweep(key, pts, dict(finding.evidence) if finding else None),
             )
