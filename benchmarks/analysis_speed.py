@@ -52,8 +52,6 @@ from gradlog.schema import (
     STEPS,
     TENSORS,
     Table,
-    arrow_schema,
-    part_name,
 )
 
 OUT = Path(__file__).resolve().parent / "out" / "analysis_speed"
@@ -65,28 +63,9 @@ WINDOW = 50
 
 # ------------------------------------------------------------------------------ synthetic runs
 def _write(run: Path, table: Table, index: int, cols: dict[str, Any]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from tests.parts import write_part  # pyarrow stays out of the measured child processes
 
-    schema = arrow_schema(table)
-    arrays = []
-    for field in schema:
-        col = cols[field.name]
-        if pa.types.is_dictionary(field.type):
-            idx, words = col
-            arrays.append(
-                pa.DictionaryArray.from_arrays(
-                    pa.array(np.asarray(idx, np.int32)), pa.array(words, pa.string())
-                )
-            )
-        elif pa.types.is_fixed_size_list(field.type):
-            flat = pa.array(np.ascontiguousarray(col, dtype=np.int64).reshape(-1))
-            arrays.append(pa.FixedSizeListArray.from_arrays(flat, HIST_BINS))
-        else:
-            arrays.append(pa.array(col, field.type))
-    out = run / table.name / "rank=0" / part_name(index)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), out, compression="zstd")
+    write_part(run, table, cols, index=index)
 
 
 def _names(tensors: int) -> list[str]:

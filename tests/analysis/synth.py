@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from gradlog.schema import (
     HIST_BINS,
@@ -17,9 +15,8 @@ from gradlog.schema import (
     SCHEMA_VERSION,
     STEPS,
     TENSORS,
-    arrow_schema,
-    part_name,
 )
+from tests.parts import write_part
 
 if TYPE_CHECKING:
     from gradlog.analysis.frames import RunFrames
@@ -35,21 +32,7 @@ class FramesOf(Protocol):
 def write_table(
     run: Path, table: Table, rows: dict[str, Any], rank: int = 0, index: int = 0
 ) -> Path:
-    d = run / table.name / f"rank={rank}"
-    d.mkdir(parents=True, exist_ok=True)
-    schema = arrow_schema(table)
-    arrays = []
-    for f in schema:
-        vals = rows[f.name]
-        if pa.types.is_dictionary(f.type):
-            arrays.append(pa.array(list(vals), pa.string()).dictionary_encode())
-        else:
-            arrays.append(
-                pa.array(vals if not isinstance(vals, np.ndarray) else vals.tolist(), f.type)
-            )
-    path = d / part_name(index)
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path, compression="zstd")
-    return path
+    return write_part(run, table, rows, index=index, rank=rank)
 
 
 def make_run(

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from gradlog.schema import (
     EXP_MIN,
@@ -22,33 +20,13 @@ from gradlog.schema import (
     SCHEMA_VERSION,
     STEPS,
     TENSORS,
-    arrow_schema,
-    part_name,
+    Table,
 )
+from tests.parts import write_part
 
 
-def _write(run: Path, table: Any, index: int, columns: dict[str, Any]) -> None:
-    schema = arrow_schema(table)
-    arrays = []
-    for field in schema:
-        col = columns[field.name]
-        if pa.types.is_dictionary(field.type) and isinstance(col, tuple):
-            idx, words = col
-            arrays.append(
-                pa.DictionaryArray.from_arrays(
-                    pa.array(np.asarray(idx, np.int32)), pa.array(words, pa.string())
-                )
-            )
-        elif pa.types.is_dictionary(field.type):
-            arrays.append(pa.array(col, pa.string()).dictionary_encode())
-        elif pa.types.is_fixed_size_list(field.type):
-            flat = pa.array(np.asarray(col, dtype=np.int64).reshape(-1))
-            arrays.append(pa.FixedSizeListArray.from_arrays(flat, HIST_BINS))
-        else:
-            arrays.append(pa.array(col, field.type))
-    out = run / table.name / "rank=0" / part_name(index)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), out, compression="zstd")
+def _write(run: Path, table: Table, index: int, columns: dict[str, Any]) -> None:
+    write_part(run, table, columns, index=index)
 
 
 def write_run(
