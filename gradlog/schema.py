@@ -80,9 +80,20 @@ class Table:
         return [c.name for c in self.columns]
 
 
-_STEP = Column("step", "int64", "Optimizer step index, 0-based (one per optimizer.step() call).")
+_STEP = Column(
+    "step",
+    "int64",
+    "Optimizer step index, 0-based (one per optimizer.step() call, or per Recorder.step() call "
+    "in a loop without an optimizer).",
+)
 _TENSOR = Column("tensor", "dict", "Parameter name as in model.named_parameters().")
-_KIND = Column("kind", "dict", "What the statistics describe: 'grad', 'param' or 'update'.")
+_KIND = Column(
+    "kind",
+    "dict",
+    "What the statistics describe: 'grad' (the step's gradient after accumulation and AMP "
+    "unscaling, before any clipping; with a closure, that of its first evaluation), 'param' "
+    "(before the update) or 'update' (after minus before).",
+)
 
 STAT_COLUMNS: tuple[Column, ...] = (
     Column("count", "int64", "Number of elements (numel), NaN and Inf included."),
@@ -124,8 +135,9 @@ STEPS = Table(
         Column(
             "grad_norm",
             "float32",
-            "Global L2 norm of the gradients the optimizer saw (after any clipping); NaN when "
-            "any gradient element is non-finite; null when no optimizer parameter had a gradient.",
+            "Global L2 norm of the gradients the optimizer applied (after any clipping; the "
+            "norm before it is the scalar 'grad_norm_preclip'); NaN when any gradient element is "
+            "non-finite; null when no optimizer parameter had a gradient.",
             nullable=True,
         ),
         Column("grads_none", "int32", "Optimizer parameters whose .grad was None at this step."),
@@ -147,7 +159,9 @@ STEPS = Table(
 
 SCALARS = Table(
     name="scalars",
-    doc="Scalars per step: values passed to Recorder.log() and learning rates ('lr/<group>').",
+    doc="Scalars per step: values passed to Recorder.log(), learning rates ('lr/<group>') and, "
+    "on steps whose gradients were clipped, 'grad_norm_preclip' (global L2 norm before the "
+    "clip) and 'grad_clip_limit' (max_norm or clip_value).",
     columns=(
         _STEP,
         Column("name", "dict", "Scalar name as passed to Recorder.log()."),
@@ -173,7 +187,8 @@ META_FIELDS: dict[str, str] = {
     "world_size": "int: torch.distributed world size (1 when not distributed).",
     "rank": "int: this process's rank.",
     "config": "dict: the user's hyperparameters, JSON-sanitised.",
-    "optimizer": "dict: class and param-group hyperparameters (without the params).",
+    "optimizer": "dict | null: class and param-group hyperparameters (without the params); "
+    "null for a loop without an optimizer.",
     "tensors": "list: the tensor catalogue, one dict per parameter (see CATALOGUE_FIELDS).",
     "schedules": "dict: which steps each statistic is recorded on (descriptions).",
     "counters": "dict: steps recorded, rows written, parts, dropped steps/rows and why.",
@@ -187,7 +202,8 @@ CATALOGUE_FIELDS: dict[str, str] = {
     "dtype": "str, e.g. 'float32'",
     "module_type": "Class name of the owning module, e.g. 'Conv2d'.",
     "requires_grad": "bool",
-    "in_optimizer": "bool: whether any optimizer param group holds it.",
+    "in_optimizer": "bool: whether any optimizer param group holds it (without an optimizer: "
+    "whether it requires a gradient).",
     "depth": "int: definition order in the model (0 = first registered, usually input side).",
     "backward_order": "int | null: order in which its gradient was accumulated in the first "
     "recorded backward pass (0 = first = output side); null when unknown.",

@@ -54,10 +54,33 @@ def _clean(name: str) -> str:
     return name.replace(_COMPILE_PREFIX, "")
 
 
-def build_catalogue(model: torch.nn.Module | None, optimizer: torch.optim.Optimizer) -> Catalogue:
-    """Name every parameter once (tied weights once), mark which ones the optimizer updates."""
+def _module_type(module: torch.nn.Module) -> str:
+    """The user's class name; FSDP2 swaps in a generated ``FSDP<Name>(FSDPModule, <Name>)``."""
+    cls = type(module)
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch built without distributed
+        return cls.__name__
+    if isinstance(module, FSDPModule):
+        cls = next((b for b in cls.__bases__ if b is not FSDPModule), cls)
+    return cls.__name__
+
+
+def build_catalogue(
+    model: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer | None,
+    *,
+    only_optimizer: bool = False,
+) -> Catalogue:
+    """Name every parameter once (tied weights once), mark which ones the optimizer updates.
+
+    Without an optimizer (a loop that updates parameters by hand) every parameter that requires
+    a gradient counts as updated. ``only_optimizer`` leaves out the model's parameters that the
+    optimizer does not update (one run per optimizer of a model with several).
+    """
     in_opt: dict[int, tuple[int, int]] = {}
-    for g, group in enumerate(optimizer.param_groups):
+    groups = optimizer.param_groups if optimizer is not None else []
+    for g, group in enumerate(groups):
         for i, p in enumerate(group["params"]):
             in_opt.setdefault(id(p), (g, i))
     cat = Catalogue()
@@ -71,14 +94,17 @@ def build_catalogue(model: torch.nn.Module | None, optimizer: torch.optim.Optimi
                 if id(p) in seen:
                     continue
                 seen.add(id(p))
+                updated = id(p) in in_opt if optimizer is not None else bool(p.requires_grad)
+                if only_optimizer and not updated:
+                    continue
                 full = f"{module_name}.{pname}" if module_name else pname
                 cat.entries.append(
-                    Entry(_clean(full), p, type(module).__name__, id(p) in in_opt, len(cat.entries))
+                    Entry(_clean(full), p, _module_type(module), updated, len(cat.entries))
                 )
     for pid, (g, i) in in_opt.items():
         if pid in seen:
             continue
-        p = optimizer.param_groups[g]["params"][i]
+        p = groups[g]["params"][i]
         seen.add(pid)
         cat.entries.append(Entry(f"optimizer.group{g}.param{i}", p, "", True, len(cat.entries)))
     return cat

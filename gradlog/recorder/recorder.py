@@ -1,10 +1,16 @@
 """The Recorder: attaches to an optimizer with one line and records every step's gradients.
 
-Hook points: the optimizer's step pre-hook (gradients after accumulation, clipping and AMP
-unscaling; parameters before the update) and step post-hook (updates). Statistics are computed
-on the device by :mod:`gradlog.recorder.stats`; each step's results are concatenated and moved
-to the host with one copy (non-blocking into pinned memory on CUDA), then handed to the
-background :class:`~gradlog.recorder.writer.Writer`.
+Hook points: the optimizer's step pre-hook (gradients after accumulation and AMP unscaling;
+parameters before the update) and step post-hook (updates). When ``optimizer.step(closure)`` is
+called with a closure, the gradients are recorded when the closure's first evaluation returns
+(the gradients that step applies). When the gradients are clipped (torch's
+``clip_grad_norm_``/``clip_grad_value_``, :meth:`Recorder.clip_grad_norm_`, or a framework
+callback calling :meth:`Recorder.capture_grads`), the statistics are taken before the clip and
+the step's norm after it. Loops without an optimizer call :meth:`Recorder.step`.
+
+Statistics are computed on the device by :mod:`gradlog.recorder.stats`; each step's results
+are concatenated and moved to the host with one copy (non-blocking into pinned memory on CUDA),
+then handed to the background :class:`~gradlog.recorder.writer.Writer`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +32,7 @@ import numpy as np
 import torch
 
 from gradlog.errors import ConfigError, GradlogWarning, WriterError
+from gradlog.recorder import clipping
 from gradlog.recorder import schedules as sched
 from gradlog.recorder.catalogue import Catalogue, build_catalogue
 from gradlog.recorder.meta import base_meta, jsonable, meta_path, write_json_atomic
@@ -57,6 +65,38 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return to_local() if callable(to_local) else t
 
 
+# Live recorders by the id of what they watch (an optimizer, or a model without one).
+_LIVE: dict[int, weakref.ref[Recorder]] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside a framework's wrapper (accelerate's ``AcceleratedOptimizer``,
+    Lightning's ``LightningOptimizer``, anything exposing ``.optimizer``), or ``optimizer``."""
+    seen: set[int] = set()
+    current = optimizer
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "optimizer", None)
+        if inner is None:
+            inner = getattr(current, "_optimizer", None)
+        if isinstance(inner, torch.optim.Optimizer):
+            current = inner  # a wrapper, even one that subclasses Optimizer without its hooks
+            continue
+        break
+    if not isinstance(current, torch.optim.Optimizer):
+        raise ConfigError(
+            f"optimizer must be a torch.optim.Optimizer (or a wrapper exposing one as "
+            f".optimizer), got {type(optimizer).__name__}"
+        )
+    if not hasattr(current, "_optimizer_step_pre_hooks"):
+        raise ConfigError(
+            f"optimizer {type(optimizer).__name__} is a wrapper gradlog does not know (it has no "
+            "step hooks); pass the torch.optim.Optimizer it wraps"
+        )
+    return current
+
+
 def _optimizer_hparams(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     return {"class": type(optimizer).__name__, "param_groups": jsonable(groups)}
@@ -67,7 +107,14 @@ class Recorder:
 
     Use as a context manager or call :meth:`close`. ``grads``, ``params``, ``updates`` and
     ``hists`` are schedules (``step -> bool``), an int n (every n steps), True or False.
-    ``scaler`` is an AMP GradScaler whose loss scale and skipped steps are recorded.
+    ``optimizer`` may be a framework's wrapper (accelerate's ``AcceleratedOptimizer``): the
+    torch optimizer inside is hooked. With ``optimizer=None`` (loops that update parameters by
+    hand) call :meth:`step` once per step, after the update.
+    ``scaler`` is an AMP GradScaler whose loss scale and skipped steps are recorded (found on
+    the wrapper when it has one). ``only_optimizer_params`` catalogues only the parameters the
+    optimizer updates (one run per optimizer when a model has several). ``watch_clipping``
+    records the gradients before torch's ``clip_grad_norm_``/``clip_grad_value_`` clips them
+    (see :mod:`gradlog.recorder.clipping`).
     With ``strict=True`` a full queue blocks and writer errors raise; by default the recorder
     drops data with a counter and a single warning instead of disturbing training.
     """
@@ -75,7 +122,7 @@ class Recorder:
     def __init__(
         self,
         model: torch.nn.Module | None,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | Any | None,
         *,
         root: str | Path = "runs",
         name: str | None = None,
@@ -90,15 +137,23 @@ class Recorder:
         max_queue_bytes: int = 64 << 20,
         strict: bool = False,
         run_id: str | None = None,
+        watch_clipping: bool = True,
+        only_optimizer_params: bool = False,
     ) -> None:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise ConfigError(
                 f"model must be a torch.nn.Module or None, got {type(model).__name__}"
             )
-        if not isinstance(optimizer, torch.optim.Optimizer):
+        if optimizer is None and model is None:
             raise ConfigError(
-                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+                "Recorder needs a model, an optimizer or both; got neither (model=None, "
+                "optimizer=None)"
             )
+        wrapper = optimizer
+        optimizer = None if optimizer is None else unwrap_optimizer(optimizer)
+        if scaler is None and wrapper is not optimizer:
+            found = getattr(wrapper, "scaler", None)  # accelerate keeps its GradScaler here
+            scaler = found if found is not None and hasattr(found, "unscale_") else None
         if config is not None and not isinstance(config, dict):
             raise ConfigError(
                 f"config must be a dict of hyperparameters, got {type(config).__name__}"
@@ -117,8 +172,19 @@ class Recorder:
             raise ConfigError(f"max_queue_bytes must be an int >= 65536, got {max_queue_bytes!r}")
         if name is None:
             model_name = type(model).__name__ if model is not None else "model"
-            name = f"{model_name}-{type(optimizer).__name__}"
+            opt_name = type(optimizer).__name__ if optimizer is not None else "manual"
+            name = f"{model_name}-{opt_name}"
         self.name = validate_name(name)
+        watched = optimizer if optimizer is not None else model
+        with _LIVE_LOCK:
+            live = _LIVE.get(id(watched))
+            other = live() if live is not None else None
+            if other is not None and not other.closed:
+                what = "optimizer" if optimizer is not None else "model"
+                raise ConfigError(
+                    f"this {what} already has a live gradlog Recorder (run {other.run_id}); "
+                    "record with that one, or close() it before attaching another"
+                )
         self.model = model
         self.optimizer = optimizer
         self.scaler = scaler
@@ -137,8 +203,10 @@ class Recorder:
                 holder = [create_run_dir(Path(root), self.name).name if self.rank == 0 else None]
                 torch.distributed.broadcast_object_list(holder, src=0)
                 run_id = holder[0]
-        self.catalogue: Catalogue = build_catalogue(model, optimizer)
-        self._opt_ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        self.catalogue: Catalogue = build_catalogue(
+            model, optimizer, only_optimizer=only_optimizer_params
+        )
+        self._opt_ids = {id(e.param) for e in self.catalogue.entries if e.in_optimizer}
         self.run_dir = create_run_dir(Path(root), self.name, run_id)
         self._start = time.time()
         self._meta_lock = threading.Lock()
@@ -147,7 +215,7 @@ class Recorder:
             world_size=self.world_size,
             rank=self.rank,
             config=jsonable(config or {}),
-            optimizer=_optimizer_hparams(optimizer),
+            optimizer=_optimizer_hparams(optimizer) if optimizer is not None else None,
             tensors=self.catalogue.to_json(),
             schedules={k: sched.describe(v) for k, v in self._schedules.items()},
             scaler=type(scaler).__name__ if scaler is not None else None,
@@ -155,6 +223,11 @@ class Recorder:
         self._step = 0
         self._pending: _PendingStep | None = None
         self._snapshot: tuple[np.ndarray, list[torch.Tensor]] | None = None
+        # Gradients recorded ahead of the step (before a clip): (step, its stats or norm segment)
+        self._captured: tuple[int, Segment | None] | None = None
+        self._clipped: int | None = None  # the step whose gradients were clipped
+        self._phase = "idle"  # idle | closure (awaiting its first evaluation) | stepping
+        self._manual_before: list[torch.Tensor] | None = None  # optimizer=None: params before
         self._closed = False
         self._disabled = False
         self._warned: set[str] = set()
@@ -170,21 +243,74 @@ class Recorder:
             flush_every_secs=float(flush_every_secs),
             on_flush=self._write_meta,
         )
-        self._handles = [
-            optimizer.register_step_pre_hook(self._pre_hook),
-            optimizer.register_step_post_hook(self._post_hook),
-        ]
+        self._handles = (
+            []
+            if optimizer is None
+            else [
+                optimizer.register_step_pre_hook(self._pre_hook),
+                optimizer.register_step_post_hook(self._post_hook),
+            ]
+        )
         self._order_handles = self._watch_backward_order()
         self._scaler_step: Callable[..., Any] | None = None
-        if scaler is not None:
+        if scaler is not None and optimizer is not None:
             self._wrap_scaler(scaler)
+        if optimizer is None:
+            self._manual_snapshot(0)
+        self._watching_clips = watch_clipping
+        if watch_clipping:
+            clipping.watch(self)
+        with _LIVE_LOCK:
+            self._watched_id = id(watched)
+            _LIVE[self._watched_id] = weakref.ref(self)
         atexit.register(self._atexit)
 
     # ----------------------------------------------------------------- public API
     @property
-    def step(self) -> int:
-        """Index of the most recent optimizer step seen (-1 before the first)."""
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    @property
+    def run_id(self) -> str:
+        """The run directory's name."""
+        return self.run_dir.name
+
+    @property
+    def last_step(self) -> int:
+        """Index of the most recent step recorded (-1 before the first)."""
         return self._step - 1
+
+    def step(self, lr: float | torch.Tensor | None = None) -> None:
+        """Record one step of a loop without an optimizer (``Recorder(model, None)``).
+
+        Call it once per step, right after the loop updated the parameters (where
+        ``optimizer.step()`` would be): it records the gradients present now and, on the
+        params/updates schedules, the parameters before this update and the update itself
+        (the parameters are copied after the previous step on those schedules only). ``lr`` is
+        recorded as ``lr/0`` when given.
+        """
+        if self.optimizer is not None:
+            raise ConfigError(
+                "Recorder.step() is for loops without an optimizer (Recorder(model, None)); "
+                "with an optimizer the recorder records at optimizer.step() by itself"
+            )
+        self._check_writer()
+        if self._closed:
+            raise ConfigError("Recorder.step() called after close(); record before closing")
+        self._safely(self._manual_step, lr)
+
+    def capture_grads(self) -> None:
+        """Record this step's gradient statistics now, before something changes the gradients.
+
+        For framework callbacks: call it where the gradients are final (after accumulation and
+        AMP unscaling) but not yet clipped, e.g. Lightning's ``on_before_optimizer_step``. The
+        optimizer step that follows records only the norm it applies (after any clipping).
+        Calling it again before that step changes nothing.
+        """
+        if self._closed:
+            return
+        self._safely(self._capture)
 
     def log(self, **scalars: float | int | torch.Tensor) -> None:
         """Record scalars for the current step (the last optimizer step; step 0 before any).
@@ -216,13 +342,14 @@ class Recorder:
                     )
 
     def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
-        """``torch.nn.utils.clip_grad_norm_`` over the optimizer's parameters; logs the
-        pre-clip norm as ``grad_norm_preclip`` (no host sync)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        total = torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
-        with self._lock:
-            pending = self._pending_for_log(upcoming=True)
-            pending.scalar_tensors.append(("grad_norm_preclip", total.detach().reshape(1)))
+        """``torch.nn.utils.clip_grad_norm_`` over the recorded trainable parameters, with the
+        gradient statistics taken before the clip (``grad_norm_preclip``; no host sync)."""
+        params = [e.param for e in self.catalogue.entries if e.in_optimizer]
+        self._before_clip()
+        total: torch.Tensor = clipping.original("clip_grad_norm_")(
+            params, max_norm, norm_type=norm_type
+        )
+        self._after_clip(float(max_norm))
         return total
 
     def flush(self, timeout: float | None = 30.0) -> None:
@@ -243,6 +370,13 @@ class Recorder:
             for h in self._handles + self._order_handles:
                 h.remove()
             self._order_handles = []
+            self._snapshot = self._manual_before = None
+            if self._watching_clips:
+                clipping.unwatch(self)
+            with _LIVE_LOCK:
+                live = _LIVE.get(self._watched_id)
+                if live is not None and live() is self:
+                    del _LIVE[self._watched_id]
             if self.scaler is not None and self._scaler_step is not None:
                 with contextlib.suppress(AttributeError):
                     del self.scaler.step  # drop the instance attribute: the class method is back
@@ -278,11 +412,61 @@ class Recorder:
             self.close(status="crashed", error=f"{exc_type.__name__}: {exc}")
 
     # ----------------------------------------------------------------- hooks
-    def _pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._safely(self._on_step_begin, False)
+    def _pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        closure = kwargs.get("closure") if kwargs else None
+        # torch passes the optimizer itself as args[0]; a positional closure follows it.
+        at = next((i for i, a in enumerate(args) if a is not optimizer and callable(a)), None)
+        positional = closure is None and at is not None
+        if positional and at is not None:
+            closure = args[at]
+        if closure is None or not callable(closure) or self._disabled or self._closed:
+            self._phase = "stepping"
+            self._safely(self._on_step_begin, False)
+            return None
+        # The closure computes this step's gradients: record them when it first returns.
+        self._phase = "closure"
+        wrapped = self._wrap_closure(closure)
+        if positional and at is not None:
+            return (*args[:at], wrapped, *args[at + 1 :]), kwargs
+        return args, {**kwargs, "closure": wrapped}
+
+    def _wrap_closure(self, closure: Callable[..., Any]) -> Callable[..., Any]:
+        """``closure`` that records the step's gradients after its first evaluation (LBFGS
+        evaluates it several times; the first evaluation is at the parameters being updated)."""
+
+        def recorded_closure(*args: Any, **kwargs: Any) -> Any:
+            result = closure(*args, **kwargs)
+            if self._phase == "closure":
+                self._phase = "stepping"
+                self._safely(self._on_step_begin, False)
+            return result
+
+        return recorded_closure
 
     def _post_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._phase == "closure":  # the optimizer never called its closure
+            self._phase = "stepping"
+            self._safely(self._on_step_begin, False, True)
+        self._phase = "idle"
         self._safely(self._on_step_end)
+
+    # ----------------------------------------------------------------- clipping
+    def _owns_any(self, ids: set[int]) -> bool:
+        return not self._closed and not self._opt_ids.isdisjoint(ids)
+
+    def _before_clip(self) -> None:
+        """Called by the clipping wrapper before torch clips some of our gradients."""
+        self.capture_grads()
+
+    def _after_clip(self, limit: float | None) -> None:
+        """Called after the clip: the step's norm must now be taken again (after the clip)."""
+        if limit is None or self._closed or self._disabled:
+            return  # clip_grad_norm_(params, inf) only measures (the Hugging Face Trainer does)
+        with self._lock:
+            if self._captured is not None and self._captured[0] == self._step:
+                self._clipped = self._step
+                pending = self._pending_for_log(upcoming=True)
+                pending.scalars.append((pending.step, "grad_clip_limit", limit))
 
     def _safely(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a hook body; a recorder bug disables recording with a warning (raises if strict)."""
@@ -344,17 +528,41 @@ class Recorder:
             self._pending = _PendingStep(step=target, time=time.time())
         return self._pending
 
-    def _on_step_begin(self, skipped: bool) -> None:
+    def _capture(self) -> None:
+        """Record the upcoming step's gradient statistics now (once per step, not mid-step)."""
+        if self._phase == "stepping":
+            return  # e.g. LBFGS re-evaluating its closure: the step's gradients are recorded
         step = self._step
-        if self._order_handles:
-            for h in self._order_handles:
-                h.remove()
-            self._order_handles = []
-            order = self._order
-            for e in self.catalogue.entries:
-                e.backward_order = order.get(e.name)
-            with self._meta_lock:
-                self._meta["tensors"] = self.catalogue.to_json()
+        if self._captured is not None and self._captured[0] == step:
+            return
+        self._note_backward_order()
+        pending = self._pending_for_log(upcoming=True)
+        with torch.no_grad():
+            seg = self._record_grads(pending, step)
+        self._captured = (step, seg)
+
+    def _note_backward_order(self) -> None:
+        """Store the first backward pass's gradient order in the catalogue, then unhook."""
+        if not self._order_handles:
+            return
+        for h in self._order_handles:
+            h.remove()
+        self._order_handles = []
+        order = self._order
+        for e in self.catalogue.entries:
+            e.backward_order = order.get(e.name)
+        with self._meta_lock:
+            self._meta["tensors"] = self.catalogue.to_json()
+
+    def _on_step_begin(self, skipped: bool, late: bool = False) -> None:
+        with torch.no_grad():
+            self._begin(skipped, late)
+
+    def _begin(self, skipped: bool, late: bool) -> None:
+        """The step's gradients (unless captured before a clip), parameters, update snapshot,
+        loss scale and learning rates. ``late``: the parameters were already updated."""
+        step = self._step
+        self._note_backward_order()
         if self._pending is not None and self._pending.step != step:
             self._dispatch(self._pending)
             self._pending = None
@@ -364,7 +572,66 @@ class Recorder:
         pending.step_row = True
         pending.skipped = skipped if self.scaler is not None else None
         self._step += 1
+        captured, self._captured = self._captured, None
+        if captured is not None and captured[0] == step:
+            seg = captured[1]
+            if self._clipped == step and seg is not None:
+                # The statistics are of the gradients before the clip; the step's own norm is
+                # of what the optimizer applies.
+                if seg.what == "grad_norm":
+                    seg.what = "grad_norm_preclip"
+                else:
+                    seg.norm_name = "grad_norm_preclip"
+                post = self._global_norm(self._optimizer_grads())
+                if post is not None:
+                    pending.parts.append((Segment("grad_norm", 0, 0), post))
+        else:
+            self._record_grads(pending, step)
+        self._clipped = None
+        if late:
+            pass  # the parameters were already updated: neither they nor the update are known
+        elif self.optimizer is None:
+            self._manual_params(pending, step)
+        else:
+            self._params_and_snapshot(pending, step, skipped)
+        if self.scaler is not None:
+            scale = getattr(self.scaler, "_scale", None)
+            if isinstance(scale, torch.Tensor):
+                # A copy: scaler.update() changes the scale in place before the dispatch.
+                scale = scale.detach().reshape(1).clone()
+                pending.parts.append((Segment("loss_scale", 0, 0), scale))
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        for g_i, group in enumerate(groups):
+            lr = group.get("lr")
+            if isinstance(lr, torch.Tensor):
+                pending.scalar_tensors.append((f"lr/{g_i}", lr.detach().reshape(1).clone()))
+            elif isinstance(lr, (int, float)):
+                pending.scalars.append((step, f"lr/{g_i}", float(lr)))
 
+    def _optimizer_grads(self) -> list[torch.Tensor]:
+        out = []
+        for e in self.catalogue.entries:
+            g = e.param.grad
+            if e.in_optimizer and g is not None and not g.is_sparse:
+                out.append(_local(g))
+        return out
+
+    @staticmethod
+    def _global_norm(grads: list[torch.Tensor]) -> torch.Tensor | None:
+        """Global L2 norm of ``grads`` (NaN when any element is non-finite), float32 at least;
+        on the device, no sync. None without gradients."""
+        if not grads:
+            return None
+        wide = any(g.dtype == torch.float64 for g in grads)
+        norms = torch._foreach_norm(grads, 2, dtype=torch.float64 if wide else torch.float32)
+        total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+        total = torch.where(torch.isfinite(total), total, torch.nan)  # as the writer does
+        return total.reshape(1)
+
+    def _record_grads(self, pending: _PendingStep, step: int) -> Segment | None:
+        """Gradient statistics (or only the global norm, off the grads schedule) and the
+        exponent histogram of the gradients present now; returns the segment holding the norm."""
+        pending.grads_none = 0
         with_grad: list[int] = []
         grads: list[torch.Tensor] = []
         opt_grads: list[torch.Tensor] = []
@@ -386,25 +653,27 @@ class Recorder:
                 opt_grads.append(g)
         idx = np.array(with_grad, dtype=np.int32)
         run = self._schedules
+        seg: Segment | None = None
         if grads and run["grads"](step):
             stats = tensor_stats(grads)
             norm_rows = np.array(in_opt, dtype=bool)  # the writer derives the global norm
             seg = Segment("stats", 0, 0, _KIND["grad"], idx, norm_rows=norm_rows)
             pending.parts.append((seg, stats))
             pending.tensor_stats = True
-        elif opt_grads:
-            # Global norm of what the optimizer sees, NaN/Inf when any element is non-finite.
-            # Accumulated and returned in float32 at least (bf16/fp16 norms would be rounded).
-            wide = any(g.dtype == torch.float64 for g in opt_grads)
-            norms = torch._foreach_norm(
-                opt_grads, 2, dtype=torch.float64 if wide else torch.float32
-            )
-            total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
-            total = torch.where(torch.isfinite(total), total, torch.nan)  # as the writer does
-            pending.parts.append((Segment("grad_norm", 0, 0), total.reshape(1)))
+        else:
+            # Global norm of what the optimizer sees, NaN when any element is non-finite.
+            total = self._global_norm(opt_grads)
+            if total is not None:
+                seg = Segment("grad_norm", 0, 0)
+                pending.parts.append((seg, total))
         if grads and run["hists"](step):
             hist = exponent_histogram(grads)
             pending.parts.append((Segment("hist", 0, 0, _KIND["grad"], idx), hist))
+        return seg
+
+    def _params_and_snapshot(self, pending: _PendingStep, step: int, skipped: bool) -> None:
+        """Parameter statistics before the update; a copy for the update (post-hook)."""
+        run = self._schedules
         if run["params"](step):
             entries = list(range(len(self.catalogue.entries)))
             params = [_local(self.catalogue.entries[i].param.detach()) for i in entries]
@@ -419,18 +688,50 @@ class Recorder:
                 np.array(chosen, dtype=np.int32),
                 list(torch._foreach_mul(params, 1.0)),
             )
-        if self.scaler is not None:
-            scale = getattr(self.scaler, "_scale", None)
-            if isinstance(scale, torch.Tensor):
-                # A copy: scaler.update() changes the scale in place before the dispatch.
-                scale = scale.detach().reshape(1).clone()
-                pending.parts.append((Segment("loss_scale", 0, 0), scale))
-        for g_i, group in enumerate(self.optimizer.param_groups):
-            lr = group.get("lr")
+
+    # ----------------------------------------------------------------- loops without optimizer
+    def _manual_snapshot(self, step: int) -> None:
+        """Copy the parameters when ``step`` records them or its update (optimizer=None)."""
+        run = self._schedules
+        self._manual_before = None
+        if run["params"](step) or run["updates"](step):
+            params = [_local(e.param.detach()) for e in self.catalogue.entries]
+            if params:
+                with torch.no_grad():
+                    self._manual_before = list(torch._foreach_mul(params, 1.0))
+
+    def _manual_step(self, lr: float | torch.Tensor | None) -> None:
+        step = self._step
+        self._on_step_begin(False)
+        if lr is not None and self._pending is not None and self._pending.step == step:
             if isinstance(lr, torch.Tensor):
-                pending.scalar_tensors.append((f"lr/{g_i}", lr.detach().reshape(1).clone()))
-            elif isinstance(lr, (int, float)):
-                pending.scalars.append((step, f"lr/{g_i}", float(lr)))
+                self._pending.scalar_tensors.append(("lr/0", lr.detach().reshape(1).clone()))
+            else:
+                self._pending.scalars.append((step, "lr/0", float(lr)))
+        self._manual_snapshot(step + 1)
+
+    def _manual_params(self, pending: _PendingStep, step: int) -> None:
+        """Parameters before this step's update and the update (after - before), from the copy
+        taken after the previous step."""
+        before, self._manual_before = self._manual_before, None
+        if before is None:
+            return
+        run = self._schedules
+        entries = self.catalogue.entries
+        if run["params"](step):
+            pidx = np.array(range(len(entries)), dtype=np.int32)
+            pending.parts.append(
+                (Segment("stats", 0, 0, _KIND["param"], pidx), tensor_stats(before))
+            )
+        if run["updates"](step):
+            chosen = [i for i, e in enumerate(entries) if e.in_optimizer]
+            if chosen:
+                mine = [before[i] for i in chosen]
+                after = [_local(entries[i].param.detach()) for i in chosen]
+                torch._foreach_sub_(mine, after)  # before - after = -update
+                stats = negate_stats(tensor_stats(mine))
+                uidx = np.array(chosen, dtype=np.int32)
+                pending.parts.append((Segment("stats", 0, 0, _KIND["update"], uidx), stats))
 
     def _on_step_end(self) -> None:
         if self._snapshot is None or self._pending is None:
@@ -438,8 +739,9 @@ class Recorder:
         uidx, before = self._snapshot
         self._snapshot = None
         after = [_local(self.catalogue.entries[i].param.detach()) for i in uidx]
-        torch._foreach_sub_(before, after)  # before - after = -update, exactly; no new buffers
-        stats = negate_stats(tensor_stats(before))
+        with torch.no_grad():
+            torch._foreach_sub_(before, after)  # before - after = -update, exactly; no new buffers
+            stats = negate_stats(tensor_stats(before))
         self._pending.parts.append((Segment("stats", 0, 0, _KIND["update"], uidx), stats))
 
     def _dispatch(self, pending: _PendingStep) -> None:

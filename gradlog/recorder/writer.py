@@ -49,8 +49,10 @@ class Segment:
     """A slice of a packet's host buffer and what it holds.
 
     ``what`` is 'stats' or 'hist' (rows for ``tensors`` of ``kind``), 'scalars' (values for
-    ``names``), 'grad_norm' or 'loss_scale' (one value). ``norm_rows`` marks the gradient
-    statistics rows whose sums of squares make up the global gradient norm.
+    ``names``), 'grad_norm', 'grad_norm_preclip' or 'loss_scale' (one value). ``norm_rows``
+    marks the gradient statistics rows whose sums of squares make up the global gradient norm,
+    stored as ``norm_name``: the steps table's grad_norm, or the scalar grad_norm_preclip when
+    the statistics were taken before a clip.
     """
 
     what: str
@@ -60,6 +62,7 @@ class Segment:
     tensors: np.ndarray | None = None
     names: list[str] | None = None
     norm_rows: np.ndarray | None = None
+    norm_name: str = "grad_norm"
 
 
 @dataclass
@@ -298,6 +301,12 @@ class Writer:
         scalar_steps: list[np.ndarray] = []
         scalar_names: list[np.ndarray] = []
         scalar_values: list[np.ndarray] = []
+
+        def scalar(name: str, value: float) -> None:
+            scalar_steps.append(np.array([step], dtype=np.int64))
+            scalar_names.append(np.array([name], dtype=object))
+            scalar_values.append(np.array([value], dtype=np.float64))
+
         for seg in packet.segments:
             values = host[seg.offset : seg.offset + seg.length]
             if seg.what == "stats":
@@ -317,8 +326,11 @@ class Writer:
                     # NaN when any element is non-finite, as torch's own norm would be.
                     chosen = rows[seg.norm_rows]
                     finite = chosen[:, _NONFINITE].sum() == 0
-                    grad_norm = float(np.sqrt(chosen[:, _SUMSQ].sum())) if finite else np.nan
-                    have_norm = True
+                    norm = float(np.sqrt(chosen[:, _SUMSQ].sum())) if finite else np.nan
+                    if seg.norm_name == "grad_norm":
+                        grad_norm, have_norm = norm, True
+                    else:
+                        scalar(seg.norm_name, norm)
             elif seg.what == "hist":
                 assert seg.tensors is not None
                 rows = values.reshape(-1, HIST_BINS)
@@ -333,6 +345,8 @@ class Writer:
                 )
             elif seg.what == "grad_norm":
                 grad_norm, have_norm = float(values[0]), True
+            elif seg.what == "grad_norm_preclip":
+                scalar("grad_norm_preclip", float(values[0]))
             elif seg.what == "loss_scale":
                 loss_scale, have_scale = float(values[0]), True
             elif seg.what == "scalars":

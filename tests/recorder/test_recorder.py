@@ -64,14 +64,14 @@ def test_one_line_api_records_every_statistic(tmp_path: Path) -> None:
         updates=every(2),
         hists=every(3),
     ) as rec:
-        assert rec.step == -1
+        assert rec.last_step == -1
         for step in range(7):
             x, y = _batch()
             opt.zero_grad()
             loss = _loss(model, x, y)
             torch.autograd.backward(loss)
             opt.step()
-            assert rec.step == step
+            assert rec.last_step == step
             rec.log(loss=loss, acc=0.5 + step, count=step, np_value=np.float32(2.5))
             losses[step] = loss.item()
     run = only_run(tmp_path)
@@ -662,7 +662,11 @@ def _good_args() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     ("kwargs", "match"),
     [
         ({"model": "resnet"}, r"model must be a torch.nn.Module or None, got str"),
-        ({"optimizer": object()}, r"optimizer must be a torch.optim.Optimizer, got object"),
+        (
+            {"optimizer": object()},
+            r"optimizer must be a torch.optim.Optimizer \(or a wrapper exposing one as "
+            r"\.optimizer\), got object",
+        ),
         ({"config": [1, 2]}, r"config must be a dict of hyperparameters, got list"),
         ({"scaler": 3}, r"scaler must be a torch.amp.GradScaler"),
         ({"flush_every_steps": 0}, r"flush_every_steps must be a positive int, got 0"),
