@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from gradlog.analysis.runinfo import RunInfo, find_runs, read_run_info
 from gradlog.errors import ConfigError, GradlogError
+from gradlog.rundir import Run, find_runs, open_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,15 +59,23 @@ def _printable(text: str, limit: int = 40) -> str:
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
+def _duration_text(d: float | None) -> str:
+    if d is None:
+        return "?"
+    minutes, seconds = divmod(round(d), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
 @main.command("ls")
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @_clean_errors
 def ls_command(root: Path, as_json: bool) -> None:
     """List the runs under ROOT: run, name, status, steps, tensors, size."""
-    infos: list[RunInfo] = [read_run_info(p) for p in find_runs(root)]
+    infos: list[Run] = [open_run(p) for p in find_runs(root)]
     if as_json:
-        click.echo(json.dumps({"runs": [i.to_json() for i in infos]}, indent=1))
+        click.echo(json.dumps({"runs": [i.summary() for i in infos]}, indent=1))
         return
     if not infos:
         click.echo(f"no runs under {root}")
@@ -78,7 +86,7 @@ def ls_command(root: Path, as_json: bool) -> None:
             _printable(i.name),
             i.status,
             str(i.steps),
-            str(i.tensors),
+            str(len(i.catalogue)),
             _human_bytes(i.size_bytes),
         ]
         for i in infos
@@ -96,24 +104,26 @@ def ls_command(root: Path, as_json: bool) -> None:
 @_clean_errors
 def show_command(run: Path, as_json: bool) -> None:
     """Summarise one run: its meta.json and what its parts hold."""
-    info = read_run_info(run)
+    info = open_run(run).require()
     if as_json:
-        click.echo(json.dumps(info.to_json(detail=True), indent=1))
+        click.echo(json.dumps(info.summary(detail=True), indent=1))
         return
     meta = info.meta
+    summary = info.summary()
+    versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+    schedules = ", ".join(f"{k}={v}" for k, v in meta.get("schedules", {}).items())
     lines = [
         f"run        {info.run_id}",
         f"name       {_printable(info.name, 200)}",
         f"status     {info.status}",
         f"steps      {info.steps}",
-        f"tensors    {info.tensors}",
-        f"size       {_human_bytes(info.size_bytes)} in {info.parts} parts",
-        f"duration   {info.duration_text}",
-        f"versions   {', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items())}",
-        f"host       {_printable(str(meta.get('host', '?')), 80)}  "
-        f"(world size {meta.get('world_size', 1)})",
-        f"optimizer  {_printable(str(meta.get('optimizer', {}).get('class', '?')))}",
-        f"schedules  {', '.join(f'{k}={v}' for k, v in meta.get('schedules', {}).items())}",
+        f"tensors    {summary['tensors']}",
+        f"size       {_human_bytes(summary['size_bytes'])} in {summary['parts']} parts",
+        f"duration   {_duration_text(info.duration_s)}",
+        f"versions   {_printable(versions, 200)}",
+        f"host       {_printable(str(meta.get('host', '?')), 80)}  (world size {info.world_size})",
+        f"optimizer  {_printable(str((meta.get('optimizer') or {}).get('class', '?')))}",
+        f"schedules  {_printable(schedules, 200)}",
     ]
     config = meta.get("config") or {}
     if config:
@@ -122,11 +132,13 @@ def show_command(run: Path, as_json: bool) -> None:
             f"  {_printable(str(k))} = {_printable(json.dumps(v), 80)}" for k, v in config.items()
         ]
     counters = meta.get("counters") or {}
-    dropped = counters.get("dropped_steps", 0) + counters.get("dropped_rows", 0)
-    if dropped:
+    dropped_steps, dropped_rows = (
+        n if isinstance(n := counters.get(k, 0), int) else 0
+        for k in ("dropped_steps", "dropped_rows")
+    )
+    if dropped_steps or dropped_rows:
         lines.append(
-            f"dropped    {counters.get('dropped_steps', 0)} steps, "
-            f"{counters.get('dropped_rows', 0)} rows (see meta.json errors)"
+            f"dropped    {dropped_steps} steps, {dropped_rows} rows (see meta.json errors)"
         )
     for p in info.problems:
         lines.append(f"problem    {p}")

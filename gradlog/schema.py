@@ -193,7 +193,39 @@ META_FIELDS: dict[str, str] = {
     "schedules": "dict: which steps each statistic is recorded on (descriptions).",
     "counters": "dict: steps recorded, rows written, parts, dropped steps/rows and why.",
     "errors": "list[str]: writer errors, newest last (bounded).",
+    "error": "str: why the run crashed (the exception that ended it), set on close; absent "
+    "otherwise.",
+    "argv": "list[str]: the recording process's command line (at most 64 entries).",
+    "scaler": "str | null: class name of the AMP GradScaler recorded with, null without one.",
 }
+
+MetaType = Literal["int", "float", "str", "dict", "list", "null"]
+
+META_TYPES: dict[str, tuple[MetaType, ...]] = {
+    "schema_version": ("int",),
+    "run_id": ("str",),
+    "name": ("str",),
+    "status": ("str",),
+    "start_time": ("float",),
+    "end_time": ("float", "null"),
+    "heartbeat": ("float",),
+    "versions": ("dict",),
+    "host": ("str",),
+    "pid": ("int",),
+    "world_size": ("int",),
+    "rank": ("int",),
+    "config": ("dict",),
+    "optimizer": ("dict", "null"),
+    "tensors": ("list",),
+    "schedules": ("dict",),
+    "counters": ("dict",),
+    "errors": ("list",),
+    "error": ("str",),
+    "argv": ("list",),
+    "scaler": ("str", "null"),
+}
+"""The JSON types each meta.json field may hold ("float" accepts integers too); readers check
+them (gradlog/rundir.py) and leave out, naming it, a field of another type."""
 
 CATALOGUE_FIELDS: dict[str, str] = {
     "name": "Parameter name (torch.compile's '_orig_mod.' prefix removed).",

@@ -19,27 +19,14 @@ from gradlog.analysis.frames import DETECTOR_COLUMNS, build_frames
 from gradlog.analysis.loading import RunData, load_run
 from gradlog.analysis.registry import DETECTORS
 from gradlog.analysis.result import BatchResult, RunResult
-from gradlog.analysis.runinfo import find_runs
 from gradlog.analysis.summary import run_summary
 from gradlog.errors import ConfigError, GradlogError
+from gradlog.rundir import discover
 
 
 def _discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[RunResult]]:
-    runs: list[Path] = []
-    missing: list[RunResult] = []
-    for p in paths:
-        path = Path(p)
-        try:
-            found = find_runs(path)
-        except GradlogError as exc:
-            missing.append(RunResult(path.name, "", str(path), "missing", 0, True, [str(exc)]))
-            continue
-        if not found:
-            missing.append(
-                RunResult(path.name, "", str(path), "missing", 0, True, [f"no runs under {path}"])
-            )
-        runs += [f for f in found if f.resolve() not in {r.resolve() for r in runs}]
-    return runs, missing
+    runs, missing = discover(paths)
+    return runs, [RunResult(p.name, "", str(p), "missing", 0, True, [why]) for p, why in missing]
 
 
 CONCURRENT_ROWS = 8_000_000

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from gradlog.analysis.runinfo import derive_status, meta_world_size, part_files, read_meta
+from gradlog import rundir
 from gradlog.report.decimate import (
     DEFAULT_MAX_POINTS,
     EnvelopeGrid,
@@ -93,7 +93,8 @@ class RunSource:
 
     @property
     def world_size(self) -> int:
-        return meta_world_size(self.meta)
+        ws = self.meta.get("world_size", 1)
+        return ws if isinstance(ws, int) and ws > 0 else 1
 
     @property
     def multi_rank(self) -> bool:
@@ -124,9 +125,8 @@ class RunSource:
 
 def open_run(path: Path) -> RunSource:
     """meta.json and the committed parts of the run at ``path``."""
-    meta = read_meta(path)
-    parts = {t: part_files(path, t) for t in TABLES}
-    return RunSource(path, meta, derive_status(meta), parts)
+    run = rundir.open_run(path).require()
+    return RunSource(path, run.meta, run.status, {t: run.files(t) for t in TABLES})
 
 
 def _step_range(src: RunSource, fallback: str | None = None) -> tuple[int, int] | None:

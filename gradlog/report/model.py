@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from gradlog.analysis import AnalysisConfig, Finding, Kind, RunResult
-from gradlog.analysis.runinfo import meta_duration_s
 from gradlog.report import data, figures
 from gradlog.report.data import RunSource, Series
 from gradlog.report.figures import Figure, Mark
@@ -91,7 +90,11 @@ class RunReport:
 
     @property
     def duration_s(self) -> float | None:
-        return meta_duration_s(self.meta)
+        start = self.meta.get("start_time")
+        end = self.meta.get("end_time") or self.meta.get("heartbeat")
+        if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+            return max(0.0, float(end) - float(start))
+        return None
 
     @property
     def worst(self) -> str | None:

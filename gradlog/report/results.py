@@ -15,8 +15,8 @@ from gradlog.analysis import (
 )
 from gradlog.analysis.batch import batch_findings
 from gradlog.analysis.result import RESULT_FILE
-from gradlog.analysis.runinfo import find_runs
 from gradlog.errors import CorruptRunError, RunNotFoundError
+from gradlog.rundir import find_runs
 from gradlog.schema import META_FILE
 
 

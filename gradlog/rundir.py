@@ -1,0 +1,510 @@
+"""A run directory opened for reading: the one reader of the run format every stage goes through.
+
+``gradlog ls``/``show``, the analysis and (through the analysis) the report open runs here. This
+module sits beside :mod:`gradlog.schema` on the ground floor: it imports pyarrow (to read part
+footers) but neither polars, scipy nor torch, so the CLI's listing commands stay fast.
+
+Nothing here raises for a bad run. meta.json that is unreadable or not a JSON object, meta fields
+of the wrong type, parts that cannot be read or were written with another schema, and stray files
+are each named in :attr:`Run.problems` with the reason, and left out; a batch goes on with its
+other runs. Only a path that is not a run at all raises (:class:`RunNotFoundError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gradlog.errors import CorruptRunError, RunNotFoundError
+from gradlog.schema import (
+    META_FILE,
+    META_TYPES,
+    PART_PREFIX,
+    PART_SUFFIX,
+    SCHEMA_VERSION,
+    TABLES,
+    Table,
+)
+
+STALE_HEARTBEAT_SECS = 600.0
+"""A 'running' run on another host whose meta.json is older than this is reported as crashed."""
+
+Layout = Literal["single", "replicated", "sharded"]
+"""How a run's ranks relate: one rank; every rank holds whole tensors (DDP: replicas of the same
+all-reduced gradient, whose additive statistics are averaged over ranks); or ranks hold shards
+(FSDP: additive statistics add)."""
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``path`` so that readers see the old or the new file, never a torn one: a hidden
+    temporary beside it, fsynced, renamed into place, and the directory fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def derive_status(meta: dict[str, Any], now: float | None = None) -> str:
+    """'finished', 'crashed' or 'running'; a 'running' run whose writer is gone is 'crashed'."""
+    status = meta.get("status", "running")
+    if status != "running":
+        return status if status in ("finished", "crashed") else "crashed"
+    now = time.time() if now is None else now
+    pid, host = meta.get("pid"), meta.get("host")
+    if isinstance(pid, int) and host == socket.gethostname():
+        return "running" if _pid_alive(pid) else "crashed"
+    heartbeat = meta.get("heartbeat")
+    if isinstance(heartbeat, (int, float)) and now - heartbeat > STALE_HEARTBEAT_SECS:
+        return "crashed"
+    return "running"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, dict):
+        return "dict"
+    if isinstance(value, list):
+        return "list"
+    return type(value).__name__
+
+
+def validate_meta(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``raw`` without the known fields whose JSON type is not the declared one
+    (:data:`gradlog.schema.META_TYPES`), and a problem naming each field left out."""
+    meta: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in raw.items():
+        allowed = META_TYPES.get(key)
+        kind = _json_type(value)
+        ok = allowed is None or kind in allowed or (kind == "int" and "float" in allowed)
+        if key == "world_size" and ok and value < 1:
+            ok = False
+        if ok:
+            meta[key] = value
+        else:
+            want = " or ".join(allowed or ())
+            problems.append(f"meta.json field {key!r} is {kind}, not {want}; ignored")
+    return meta, problems
+
+
+def read_meta(run_dir: Path) -> tuple[dict[str, Any], list[str], bool]:
+    """meta.json of ``run_dir`` (validated), what was wrong with it, and whether it could be read
+    at all: an unreadable file or one without a JSON object gives an empty meta and False."""
+    path = run_dir / META_FILE
+    if not run_dir.exists():
+        raise RunNotFoundError(f"{run_dir} does not exist")
+    if not path.is_file():
+        raise RunNotFoundError(
+            f"{run_dir} is not a gradlog run (no {META_FILE}); pass a run directory or a directory "
+            "of runs"
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return {}, [f"{path} cannot be read as JSON: {str(exc)[:200]}"], False
+    if not isinstance(raw, dict):
+        return {}, [f"{path} does not hold a JSON object"], False
+    meta, problems = validate_meta(raw)
+    return meta, problems, True
+
+
+@dataclass(frozen=True)
+class Part:
+    """One committed part file that passed its footer check."""
+
+    path: Path
+    table: str
+    rank: int
+    rows: int
+    steps: tuple[int, int] | None
+    """(first, last) step from the footer statistics, when every row group has them."""
+    size: int
+    mtime_ns: int
+
+
+def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] | None, int]:
+    """(why ``path`` cannot be read as ``table`` or None, (first, last) step from the footer
+    statistics or None, rows). Reads only the footer."""
+    import pyarrow.parquet as pq
+
+    try:
+        footer = pq.read_metadata(path)
+        schema = footer.schema.to_arrow_schema()
+    except Exception as exc:  # any corruption: truncated, zero bytes, flipped footer
+        return f"{type(exc).__name__}: {str(exc)[:200]}", None, 0
+    reason = _schema_problem(schema, table)
+    if reason is not None:
+        return reason, None, 0
+    return None, _step_range(footer), int(footer.num_rows)
+
+
+def _step_range(footer: Any) -> tuple[int, int] | None:
+    try:
+        col = footer.schema.names.index("step")
+        lo: list[int] = []
+        hi: list[int] = []
+        for i in range(footer.num_row_groups):
+            st = footer.row_group(i).column(col).statistics
+            if st is None or not st.has_min_max:
+                return None
+            lo.append(int(st.min))
+            hi.append(int(st.max))
+    except Exception:  # odd statistics: the readers check the data instead
+        return None
+    return (min(lo), max(hi)) if lo else None
+
+
+def _schema_problem(schema: Any, table: Table) -> str | None:
+    meta = schema.metadata or {}
+    version = meta.get(b"gradlog_schema_version")
+    if version is not None and version.decode(errors="replace") != str(SCHEMA_VERSION):
+        return (
+            f"written with schema version {version.decode(errors='replace')}, this gradlog reads "
+            f"version {SCHEMA_VERSION}"
+        )
+    names = list(schema.names)
+    expected = table.names
+    if sorted(names) != sorted(expected):
+        missing = sorted(set(expected) - set(names))
+        extra = sorted(set(names) - set(expected))
+        return f"columns differ from schema (missing {missing}, unexpected {extra})"
+    return None
+
+
+def _rank_of(directory: str) -> int | None:
+    if not directory.startswith("rank="):
+        return None
+    text = directory.removeprefix("rank=")
+    return int(text) if text.isdigit() else None
+
+
+def _catalogue(meta: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
+    entries = meta.get("tensors")
+    if entries is None:
+        if meta:
+            problems.append("meta.json has no tensor catalogue; depth and backward order unknown")
+        return []
+    out: list[dict[str, Any]] = []
+    for i, e in enumerate(entries):
+        if isinstance(e, dict) and isinstance(e.get("name"), str):
+            out.append(e)
+        else:
+            problems.append(f"catalogue entry {i} is malformed; skipped")
+    return out
+
+
+@dataclass
+class Run:
+    """A run directory opened for reading: meta.json (validated), its usable parts per table and
+    rank, its status, and everything that was wrong (``problems``)."""
+
+    path: Path
+    meta: dict[str, Any]
+    status: str
+    parts: dict[str, list[Part]]
+    """Usable parts of each table, ordered by rank, then part index (write order)."""
+    catalogue: list[dict[str, Any]] = field(default_factory=list)
+    """The tensor catalogue's well-formed entries (each a dict with a str ``name``)."""
+    problems: list[str] = field(default_factory=list)
+    readable: bool = True
+    """False when meta.json could not be read as a JSON object (nothing else is trusted)."""
+    _layout: Layout | None = field(default=None, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.meta.get("run_id", self.path.name))
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", ""))
+
+    @property
+    def world_size(self) -> int:
+        """torch.distributed world size from meta.json, at least the number of ranks on disk."""
+        ws = self.meta.get("world_size", 1)
+        return max(int(ws), len(self.ranks()))
+
+    def files(self, table: str) -> list[Path]:
+        return [p.path for p in self.parts.get(table, [])]
+
+    def ranks(self, table: str | None = None) -> list[int]:
+        """Ranks with usable parts (of ``table``, or of any table)."""
+        tables = [table] if table else list(self.parts)
+        return sorted({p.rank for t in tables for p in self.parts.get(t, [])})
+
+    @property
+    def multi_rank(self) -> bool:
+        return self.world_size > 1 or len(self.ranks()) > 1
+
+    def rows(self, table: str) -> int:
+        return sum(p.rows for p in self.parts.get(table, []))
+
+    def step_range(self, table: str) -> tuple[int, int] | None:
+        """(first, last) step of ``table`` from its footers; None if unknown or empty."""
+        ranges = [p.steps for p in self.parts.get(table, []) if p.rows]
+        if not ranges or any(r is None for r in ranges):
+            return None
+        return min(r[0] for r in ranges if r), max(r[1] for r in ranges if r)
+
+    @property
+    def steps(self) -> int:
+        """Recorded optimizer steps (every rank writes a steps row per step)."""
+        return self.rows("steps") // max(1, len(self.ranks("steps")))
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end (or to the last heartbeat when unfinished); None if
+        unknown."""
+        start = self.meta.get("start_time")
+        end = self.meta.get("end_time") or self.meta.get("heartbeat")
+        if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+            return max(0.0, float(end) - float(start))
+        return None
+
+    @property
+    def size_bytes(self) -> int:
+        total = 0
+        for f in self.path.rglob("*"):
+            with contextlib.suppress(OSError):
+                if f.is_file():
+                    total += f.stat().st_size
+        return total
+
+    def tensor_order(self, present: Iterable[str]) -> list[str]:
+        """``present`` in depth order (input side first); unknown tensors last, by name."""
+        depth: dict[str, int] = {}
+        for i, t in enumerate(self.catalogue):
+            d = t.get("depth")
+            depth[str(t["name"])] = d if isinstance(d, int) and not isinstance(d, bool) else i
+        names = list(dict.fromkeys(present))
+        known = sorted((n for n in names if n in depth), key=lambda n: depth[n])
+        return known + sorted(n for n in names if n not in depth)
+
+    def numel(self) -> dict[str, int]:
+        """Elements of each catalogued tensor (where the catalogue says)."""
+        return {
+            str(t["name"]): int(t["numel"])
+            for t in self.catalogue
+            if isinstance(t.get("numel"), int) and not isinstance(t.get("numel"), bool)
+        }
+
+    @property
+    def layout(self) -> Layout:
+        """'single', 'replicated' or 'sharded' (see :data:`Layout`).
+
+        Ranks hold replicas when a rank's gradient ``count`` of a tensor equals its catalogued
+        ``numel`` (every element on every rank); otherwise shards. Decided from the ``count``
+        column of the first gradient part of the lowest rank (one column of one part).
+        """
+        if self._layout is None:
+            self._layout = self._find_layout()
+        return self._layout
+
+    def _find_layout(self) -> Layout:
+        if not self.multi_rank:
+            return "single"
+        parts = self.parts.get("tensors") or []
+        numel = self.numel()
+        if not parts or not numel:
+            return "replicated"  # the steps' global norm: replicas agree, so the mean is safe
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        try:
+            t = pq.read_table(parts[0].path, columns=["tensor", "kind", "count"])
+            t = t.filter(pc.equal(t.column("kind").cast("string"), "grad"))
+            names = t.column("tensor").cast("string").to_pylist()
+            counts = t.column("count").to_pylist()
+        except Exception:  # the readers report the part; assume replicas
+            return "replicated"
+        pairs = [(n, c) for n, c in zip(names, counts, strict=True) if numel.get(n)]
+        if not pairs:
+            return "replicated"
+        return "replicated" if all(c == numel[n] for n, c in pairs) else "sharded"
+
+    def fingerprint(self) -> str:
+        """A digest of what the analysis reads: meta.json and every usable part (path, size,
+        modification time). Any part added, removed or rewritten changes it."""
+        h = hashlib.sha256()
+        meta = self.path / META_FILE
+        with contextlib.suppress(OSError):
+            st = meta.stat()
+            h.update(f"{META_FILE}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for table in sorted(self.parts):
+            for p in self.parts[table]:
+                rel = p.path.relative_to(self.path).as_posix()
+                h.update(f"{rel}\0{p.size}\0{p.mtime_ns}\n".encode())
+        return h.hexdigest()[:32]
+
+    def require(self) -> Run:
+        """This run if its meta.json could be read, else CorruptRunError naming why."""
+        if not self.readable:
+            raise CorruptRunError(self.problems[0] if self.problems else f"{self.path}: unreadable")
+        return self
+
+    def summary(self, *, detail: bool = False) -> dict[str, Any]:
+        """What ``gradlog ls --json`` (and with ``detail``, ``show --json``) prints."""
+        out: dict[str, Any] = {
+            "path": str(self.path),
+            "run_id": self.run_id,
+            "name": self.name,
+            "status": self.status,
+            "steps": self.steps,
+            "tensors": len(self.catalogue),
+            "parts": sum(len(v) for v in self.parts.values()),
+            "size_bytes": self.size_bytes,
+            "duration_s": self.duration_s,
+            "problems": list(self.problems),
+        }
+        if detail:
+            out["rows"] = {t: self.rows(t) for t in TABLES}
+            out["meta"] = self.meta
+        return out
+
+
+def _stray_files(run_dir: Path) -> list[str]:
+    """Files inside table directories that are neither committed parts nor hidden temporaries."""
+    stray: list[str] = []
+    for name in TABLES:
+        base = run_dir / name
+        if not base.is_dir():
+            continue
+        for f in base.rglob("*"):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            if (
+                _rank_of(f.parent.name) is not None
+                and f.parent.parent == base
+                and f.name.startswith(PART_PREFIX)
+                and f.name.endswith(PART_SUFFIX)
+            ):
+                continue
+            stray.append(f.relative_to(run_dir).as_posix())
+    return sorted(stray)[:20]
+
+
+def _parts(run_dir: Path, name: str, table: Table, problems: list[str]) -> list[Part]:
+    base = run_dir / name
+    if not base.is_dir():
+        return []
+    found: list[tuple[int, Path]] = []
+    for rank_dir in base.iterdir():
+        rank = _rank_of(rank_dir.name)
+        if rank is None or not rank_dir.is_dir():
+            continue
+        found += [(rank, p) for p in rank_dir.glob(f"{PART_PREFIX}*{PART_SUFFIX}")]
+    out: list[Part] = []
+    for rank, path in sorted(found):
+        rel = path.relative_to(run_dir).as_posix()
+        try:
+            st = path.stat()
+        except OSError as exc:
+            problems.append(f"unreadable part {rel}: {exc}")
+            continue
+        reason, steps, rows = inspect_part(path, table)
+        if reason is not None:
+            problems.append(f"unreadable part {rel}: {reason}")
+            continue
+        out.append(Part(path, name, rank, rows, steps, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def open_run(path: str | Path) -> Run:
+    """Open the run at ``path``: meta.json (validated) and the parts that pass their footer check.
+
+    Raises :class:`RunNotFoundError` only when ``path`` is not a run directory; everything else
+    that is wrong is named in ``Run.problems``.
+    """
+    run_dir = Path(path)
+    meta, problems, readable = read_meta(run_dir)
+    if readable:
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            problems.append(
+                f"meta.json schema version {version!r}, this gradlog reads {SCHEMA_VERSION}; "
+                "parts of another version are skipped"
+            )
+    parts = {name: _parts(run_dir, name, table, problems) for name, table in TABLES.items()}
+    for stray in _stray_files(run_dir):
+        problems.append(f"ignored stray file {stray}")
+    status = derive_status(meta) if readable else "unreadable"
+    catalogue = _catalogue(meta, problems)
+    return Run(run_dir, meta, status, parts, catalogue, problems, readable)
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """``root`` itself if it is a run, else the runs directly below it (sorted by name)."""
+    root = Path(root)
+    if not root.exists():
+        raise RunNotFoundError(f"{root} does not exist")
+    if (root / META_FILE).is_file():
+        return [root]
+    if not root.is_dir():
+        raise RunNotFoundError(f"{root} is not a directory of runs")
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / META_FILE).is_file())
+
+
+def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every run under ``paths`` once (in order), and (path, why) for each path without runs."""
+    runs: list[Path] = []
+    seen: set[Path] = set()
+    missing: list[tuple[Path, str]] = []
+    for p in paths:
+        path = Path(p)
+        try:
+            found = find_runs(path)
+        except RunNotFoundError as exc:
+            missing.append((path, str(exc)))
+            continue
+        if not found:
+            missing.append((path, f"no runs under {path}"))
+        for run in found:
+            key = run.resolve()
+            if key not in seen:
+                seen.add(key)
+                runs.append(run)
+    return runs, missing
