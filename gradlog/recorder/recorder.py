@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from gradlog.errors import ConfigError, GradlogWarning, WriterError
-from gradlog.recorder import clipping
+from gradlog.recorder import clipping, norms
 from gradlog.recorder import schedules as sched
 from gradlog.recorder.catalogue import Catalogue, build_catalogue
 from gradlog.recorder.meta import base_meta, jsonable, meta_path, write_json_atomic
@@ -618,15 +618,8 @@ class Recorder:
 
     @staticmethod
     def _global_norm(grads: list[torch.Tensor]) -> torch.Tensor | None:
-        """Global L2 norm of ``grads`` (NaN when any element is non-finite), float32 at least;
-        on the device, no sync. None without gradients."""
-        if not grads:
-            return None
-        wide = any(g.dtype == torch.float64 for g in grads)
-        norms = torch._foreach_norm(grads, 2, dtype=torch.float64 if wide else torch.float32)
-        total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
-        total = torch.where(torch.isfinite(total), total, torch.nan)  # as the writer does
-        return total.reshape(1)
+        """The global norm by the rule of :mod:`gradlog.recorder.norms` (the writer's too)."""
+        return norms.device_norm(grads)
 
     def _record_grads(self, pending: _PendingStep, step: int) -> Segment | None:
         """Gradient statistics (or only the global norm, off the grads schedule) and the

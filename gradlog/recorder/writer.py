@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gradlog.recorder.norms import norm_from_sumsq
 from gradlog.schema import (
     HIST_BINS,
     HISTS,
@@ -322,11 +323,10 @@ class Writer:
                     cols[col] = rows[:, j]
                 self._buffers["tensors"].append(cols)
                 if seg.norm_rows is not None and seg.norm_rows.any():
-                    # The global norm from the per-tensor sums of squares (no extra device pass);
-                    # NaN when any element is non-finite, as torch's own norm would be.
+                    # The global norm from the per-tensor sums of squares (no extra device pass),
+                    # by the rule of gradlog/recorder/norms.py.
                     chosen = rows[seg.norm_rows]
-                    finite = chosen[:, _NONFINITE].sum() == 0
-                    norm = float(np.sqrt(chosen[:, _SUMSQ].sum())) if finite else np.nan
+                    norm = norm_from_sumsq(chosen[:, _SUMSQ], chosen[:, _NONFINITE])
                     if seg.norm_name == "grad_norm":
                         grad_norm, have_norm = norm, True
                     else:
