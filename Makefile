@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# The CPU build of torch that lies on disk here; users elsewhere keep their own torch (>=2.4).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,samples]"
+	@# The framework extras come after the torch pin, so that they do not pull a CUDA torch.
+	$(PY) -m pip install -q -e ".[dev,samples,lightning,transformers]"
 	touch $(STAMP)
 
 # Headless Chromium for the browser tests of the reports (Debian packages; needs root or sudo).
