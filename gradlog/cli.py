@@ -149,6 +149,7 @@ _SEVERITIES = ("warning", "error")
 
 
 def _analysis_config(config_file: Path | None, settings: tuple[str, ...]) -> Any:
+    """The effective analysis config: defaults, then the TOML file, then each --set."""
     from gradlog.analysis import AnalysisConfig
 
     cfg = AnalysisConfig.from_toml(config_file) if config_file else AnalysisConfig()
@@ -161,6 +162,22 @@ def _analysis_config(config_file: Path | None, settings: tuple[str, ...]) -> Any
     return cfg.replace(**overrides) if overrides else cfg
 
 
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML file of analysis thresholds.",
+)
+_SET_OPTION = click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override one threshold (repeatable), e.g. --set spike_z=8.",
+)
+
+
 @main.command("analyze")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
@@ -170,20 +187,8 @@ def _analysis_config(config_file: Path | None, settings: tuple[str, ...]) -> Any
     default=None,
     help="Exit 1 when a finding reaches this severity.",
 )
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="TOML file of analysis thresholds.",
-)
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Override one threshold (repeatable), e.g. --set spike_z=8.",
-)
+@_CONFIG_OPTION
+@_SET_OPTION
 @click.option("--no-save", is_flag=True, help="Do not write <run>/analysis.json.")
 @_clean_errors
 def analyze_command(
@@ -218,19 +223,18 @@ def analysis_text(result: Any) -> str:
         lines.append(head + ("  (partial)" if run.partial else ""))
         for p in run.problems:
             lines.append(f"  problem: {_printable(p, 200)}")
-        order = {"error": 0, "warning": 1, "info": 2}
-        for f in sorted(run.findings, key=lambda f: order[f.severity.value]):
+        for f in sorted(run.findings, key=lambda f: -f.severity.rank):
             where = f" [{_printable(f.tensor, 60)}]" if f.tensor else ""
             lines.append(
                 f"  {f.severity.value:7s} {f.kind.value}{where}: {_printable(f.message, 300)}"
             )
             lines.append(f"          -> {_printable(f.hint, 300)}")
-        conv = run.convergence or {}
-        if conv.get("projected_loss") is not None:
+        conv = run.convergence
+        if conv is not None and conv.projected_loss is not None:
             lines.append(
-                f"  trend: {conv['model']} fit, loss {conv['final_loss']:.4g} now, "
-                f"{conv['projected_loss']:.4g} [{conv['projected_low']:.4g}, "
-                f"{conv['projected_high']:.4g}] at step {conv['projected_step']}"
+                f"  trend: {conv.model} fit, loss {conv.final_loss:.4g} now, "
+                f"{conv.projected_loss:.4g} [{conv.projected_low or 0:.4g}, "
+                f"{conv.projected_high or 0:.4g}] at step {conv.projected_step}"
             )
         lines.append("")
     for f in result.batch_findings:
@@ -239,7 +243,7 @@ def analysis_text(result: Any) -> str:
     if len(result.ranking) > 1:
         lines.append("ranking (projected loss, lower is better):")
         for i, r in enumerate(result.ranking, 1):
-            lines.append(f"  {i}. {r['run_id']}  {r['outcome']:.4g}")
+            lines.append(f"  {i}. {r.run_id}  {r.outcome:.4g}")
     return "\n".join(lines).rstrip()
 
 
@@ -252,18 +256,30 @@ def analysis_text(result: Any) -> str:
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("report.html"),
     show_default=True,
-    help="The HTML file to write; a batch also writes one page per run under its folder's runs/.",
+    help="The HTML file to write; a batch also writes one page per run under its folder's runs/ "
+    "and plotly.min.js beside it.",
 )
+@_CONFIG_OPTION
+@_SET_OPTION
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @_clean_errors
-def report_command(paths: tuple[Path, ...], output: Path, no_progress: bool) -> None:
-    """Write a self-contained HTML report of the runs under PATHS (runs or folders of runs).
+def report_command(
+    *,
+    paths: tuple[Path, ...],
+    output: Path,
+    config_file: Path | None,
+    settings: tuple[str, ...],
+    no_progress: bool,
+) -> None:
+    """Write an HTML report of the runs under PATHS (runs or folders of runs).
 
-    Saved analyses (analysis.json) are reused; other runs are analysed first.
+    Saved analyses (analysis.json) are reused when they were made by this gradlog version with
+    the same settings from the same files; other runs are analysed first (and saved).
     """
     from gradlog.report import build_report
 
-    out = build_report(list(paths), output, progress=not no_progress)
+    cfg = _analysis_config(config_file, settings)
+    out = build_report(list(paths), output, progress=not no_progress, config=cfg)
     click.echo(str(out))
 
 

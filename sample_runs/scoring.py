@@ -39,7 +39,8 @@ def matches(item: Mapping[str, Any], finding: Any) -> bool:
     tensor = item.get("tensor")
     if tensor is not None:
         allowed = [tensor] if isinstance(tensor, str) else list(tensor)
-        if finding.tensor not in allowed:
+        covered = tuple(getattr(finding, "tensors", ()) or ()) or (finding.tensor,)
+        if not any(t in allowed for t in covered):  # a grouped finding names all its tensors
             return False
     start = item.get("step_start")
     if start is not None:

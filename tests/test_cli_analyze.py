@@ -28,6 +28,7 @@ def test_json_and_fail_on(tmp_path: Path) -> None:
         "kind",
         "severity",
         "tensor",
+        "tensors",
         "step_start",
         "step_end",
         "evidence",

@@ -2,6 +2,7 @@
 
 from gradlog.analysis.analyze import analyze, analyze_run
 from gradlog.analysis.config import AnalysisConfig
+from gradlog.analysis.current import current_results
 from gradlog.analysis.findings import Finding, Kind, Severity
 from gradlog.analysis.loading import RunData, load_run
 from gradlog.analysis.registry import DETECTORS, detector
@@ -18,6 +19,7 @@ __all__ = [
     "Severity",
     "analyze",
     "analyze_run",
+    "current_results",
     "detector",
     "load_run",
 ]

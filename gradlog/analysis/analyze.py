@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from gradlog.analysis import detectors as _detectors  # noqa: F401  (registers every detector)
-from gradlog.analysis.batch import BATCH_DETECTORS, batch_findings, outcome
+from gradlog.analysis.batch import BATCH_DETECTORS, batch_result
+from gradlog.analysis.chartdata import run_charts
 from gradlog.analysis.config import AnalysisConfig
-from gradlog.analysis.convergence import fit_convergence
-from gradlog.analysis.frames import DETECTOR_COLUMNS, build_frames
-from gradlog.analysis.loading import RunData, load_run
+from gradlog.analysis.convergence import Convergence, fit_convergence
+from gradlog.analysis.findings import Finding, group_tensor_findings
+from gradlog.analysis.frames import BUCKET_ROWS, DETECTOR_COLUMNS, EXACT_ROWS, build_frames
+from gradlog.analysis.loading import RunData, from_run
 from gradlog.analysis.registry import DETECTORS
-from gradlog.analysis.result import BatchResult, RunResult
+from gradlog.analysis.result import BatchResult, Provenance, RunResult, RunSummary
 from gradlog.analysis.summary import run_summary
 from gradlog.errors import ConfigError, GradlogError
-from gradlog.rundir import discover
+from gradlog.rundir import Run, discover, open_run
 
 
 def _discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[RunResult]]:
@@ -54,6 +56,11 @@ class _RowBudget:
                 self.ready.notify_all()
 
 
+def provenance(run: Run, config: AnalysisConfig) -> Provenance:
+    """What an analysis of ``run`` with ``config`` would record as its provenance now."""
+    return Provenance(config=config.to_json(), fingerprint=run.fingerprint())
+
+
 def analyze_run(path: Path, config: AnalysisConfig) -> RunResult:
     """Analyse one run; every failure is named in ``problems`` and marks the result partial."""
     return _analyze_run(path, config, None)
@@ -61,16 +68,22 @@ def analyze_run(path: Path, config: AnalysisConfig) -> RunResult:
 
 def _analyze_run(path: Path, config: AnalysisConfig, budget: _RowBudget | None) -> RunResult:
     try:
-        run = load_run(path)
+        opened = open_run(path)
     except GradlogError as exc:
         return RunResult(path.name, "", str(path), "unreadable", 0, True, [str(exc)])
+    prov = provenance(opened, config)
+    if not opened.readable:
+        problems = list(opened.problems)
+        return RunResult(path.name, "", str(path), "unreadable", 0, True, problems, provenance=prov)
+    run = from_run(opened)
+    rows = min(run.rows.get("tensors", 0), EXACT_ROWS + BUCKET_ROWS)
     if budget is None:
-        return _analyze_loaded(run, config)
-    with budget.hold(run.rows.get("tensors", 0)):
-        return _analyze_loaded(run, config)
+        return _analyze_loaded(run, config, prov)
+    with budget.hold(rows):
+        return _analyze_loaded(run, config, prov)
 
 
-def _analyze_loaded(run: RunData, config: AnalysisConfig) -> RunResult:
+def _analyze_loaded(run: RunData, config: AnalysisConfig, prov: Provenance) -> RunResult:
     path = run.path
     frames = build_frames(run, DETECTOR_COLUMNS)
     steps = int(frames.steps["step"].n_unique()) if frames.steps.height else 0
@@ -81,7 +94,7 @@ def _analyze_loaded(run: RunData, config: AnalysisConfig) -> RunResult:
         )
     if frames.grad.height and frames.grad["norm"].is_nan().all():
         problems.append("every gradient statistic is NaN")
-    findings = []
+    findings: list[Finding] = []
     for name, fn in DETECTORS.items():
         if name in config.disabled:
             continue
@@ -91,7 +104,7 @@ def _analyze_loaded(run: RunData, config: AnalysisConfig) -> RunResult:
             raise
         except BaseException as exc:  # a detector bug or odd data must not abort the batch
             problems.append(f"detector {name} failed: {type(exc).__name__}: {exc!s:.200}")
-    convergence = None
+    convergence: Convergence | None = None
     if "convergence" not in config.disabled:
         try:
             step, loss = frames.loss(config.loss_name)
@@ -100,15 +113,26 @@ def _analyze_loaded(run: RunData, config: AnalysisConfig) -> RunResult:
             raise
         except BaseException as exc:
             problems.append(f"convergence fit failed: {type(exc).__name__}: {exc!s:.200}")
-    summary: dict[str, Any] = {}
+    summary = RunSummary()
     try:
         summary = run_summary(frames)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
         problems.append(f"run summary failed: {type(exc).__name__}: {exc!s:.200}")
-    conf = run.meta.get("config")
+    charts = None
+    try:
+        charts = run_charts(run, frames, convergence, config)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        problems.append(f"chart data failed: {type(exc).__name__}: {exc!s:.200}")
     partial = bool(problems) or run.status == "running"
+    if frames.resolution > 1:
+        problems.append(
+            f"long run: the per-tensor detectors read buckets of {frames.resolution} steps "
+            "(the largest norm of each bucket; see docs/ANALYSIS.md)"
+        )
     return RunResult(
         run.run_id,
         run.name,
@@ -117,10 +141,13 @@ def _analyze_loaded(run: RunData, config: AnalysisConfig) -> RunResult:
         steps,
         partial,
         problems,
-        findings,
+        group_tensor_findings(findings),
         convergence,
-        conf if isinstance(conf, dict) else {},
+        dict(run.meta.get("config") or {}),
         summary,
+        charts,
+        prov,
+        dict(run.meta),
     )
 
 
@@ -166,21 +193,7 @@ def analyze(
             for fut in pending.values():
                 fut.cancel()
             raise
-    ranked = sorted(
-        ((out, r) for r in results if (out := outcome(r)) is not None), key=lambda p: p[0]
-    )
-    ranking = [
-        {
-            "run_id": r.run_id,
-            "outcome": out,
-            **{
-                k: (r.convergence or {}).get(k)
-                for k in ("projected_loss", "projected_low", "projected_high")
-            },
-        }
-        for out, r in ranked
-    ]
-    return BatchResult(results, batch_findings(results, cfg), ranking)
+    return batch_result(results, cfg)
 
 
 def _collect(

@@ -1,18 +1,21 @@
-"""Findings across the runs of a batch: sweeps and runs that fell behind comparable ones."""
+"""Findings across the runs of a batch: sweeps, runs that fell behind comparable ones, the ranking
+and the sweep charts. Reads only per-run results."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
+from gradlog.analysis.charts import SweepChart, SweepPoint
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity
 from gradlog.analysis.outliers import outlier_findings
-from gradlog.analysis.result import RunResult
-from gradlog.analysis.sweep import sweep_findings
+from gradlog.analysis.result import BatchResult, BatchRow, RankEntry, RunResult
+from gradlog.analysis.sweep import log_scale, sweep_findings, sweep_sets
 
 BATCH_DETECTORS = ("sweep", "outliers")
 """Names that ``AnalysisConfig.disabled`` may hold besides the per-run detectors."""
+
+MAX_SWEEP_CHARTS = 4
 
 
 def outcome(r: RunResult) -> float | None:
@@ -22,39 +25,108 @@ def outcome(r: RunResult) -> float | None:
         for f in r.findings
     ):
         return math.inf
-    c = r.convergence or {}
-    val = c.get("projected_loss") if c.get("projected_loss") is not None else c.get("final_loss")
-    return float(val) if isinstance(val, (int, float)) else None
+    c = r.convergence
+    if c is None:
+        return None
+    if c.ended_nonfinite:
+        return math.inf
+    return c.projected_loss if c.projected_loss is not None else c.final_loss
 
 
-def batch_table(results: list[RunResult]) -> list[dict[str, Any]]:
+def batch_rows(results: list[RunResult]) -> list[BatchRow]:
     """One row per run: what the batch detectors compare."""
     rows = []
     for r in results:
-        c = r.convergence or {}
+        c = r.convergence
         out = outcome(r)
         rows.append(
-            {
-                "run_id": r.run_id,
-                "name": r.name,
-                "config": r.config,
-                "outcome": out,
-                "failed": out is not None and not math.isfinite(out),
-                "initial_loss": c.get("initial_loss"),
-                "final_loss": c.get("final_loss"),
-                "nonnegative": c.get("nonnegative"),
-                **{k: r.summary.get(k) for k in ("lr", "update_ratio_peak", "update_ratio_median")},
-            }
+            BatchRow(
+                run_id=r.run_id,
+                name=r.name,
+                config=dict(r.config),
+                outcome=out,
+                failed=out is not None and not math.isfinite(out),
+                initial_loss=c.initial_loss if c else None,
+                final_loss=c.final_loss if c else None,
+                nonnegative=bool(c.nonnegative) if c else False,
+                lr=r.summary.lr,
+                update_ratio_peak=r.summary.update_ratio_peak,
+                update_ratio_median=r.summary.update_ratio_median,
+            )
         )
     return rows
 
 
 def batch_findings(results: list[RunResult], cfg: AnalysisConfig) -> list[Finding]:
     """Sweep and outlier findings over ``results`` (either can be disabled by name)."""
-    table = batch_table(results)
+    rows = batch_rows(results)
     out: list[Finding] = []
     if "sweep" not in cfg.disabled and len(results) >= cfg.sweep_min_runs:
-        out += sweep_findings(table, cfg)
+        out += sweep_findings(rows, cfg)
     if "outliers" not in cfg.disabled:
-        out += outlier_findings(table, cfg)
+        out += outlier_findings(rows, cfg)
     return out
+
+
+def ranking(results: list[RunResult]) -> list[RankEntry]:
+    """Runs with an outcome, best first."""
+    ranked = sorted(
+        ((out, r) for r in results if (out := outcome(r)) is not None), key=lambda p: p[0]
+    )
+    return [
+        RankEntry(
+            r.run_id,
+            out,
+            r.convergence.projected_loss if r.convergence else None,
+            r.convergence.projected_low if r.convergence else None,
+            r.convergence.projected_high if r.convergence else None,
+        )
+        for out, r in ranked
+    ]
+
+
+def sweep_charts(
+    results: list[RunResult], findings: list[Finding], cfg: AnalysisConfig
+) -> list[SweepChart]:
+    """One chart per sweep the analysis recognises (runs that differ only in one numeric
+    hyperparameter), with its finding's text and fitted best value."""
+    if "sweep" in cfg.disabled:
+        return []
+    rows = batch_rows(results)
+    by_key = {
+        (str(f.evidence.get("hyperparameter")), str(f.evidence.get("group", ""))): f
+        for f in findings
+        if f.kind is Kind.SWEEP
+    }
+    charts: list[SweepChart] = []
+    sets = sweep_sets([r.config for r in rows], [r.outcome for r in rows], cfg)
+    for key, group, fixed in sets[:MAX_SWEEP_CHARTS]:
+        points = [
+            SweepPoint(
+                float(rows[i].config[key]),
+                rows[i].outcome
+                if rows[i].outcome is not None and math.isfinite(rows[i].outcome or 0)
+                else None,
+                rows[i].label,
+            )
+            for i in group
+        ]
+        finding = by_key.get((key, fixed))
+        suggested = finding.evidence.get("suggested_value") if finding else None
+        charts.append(
+            SweepChart(
+                key,
+                fixed,
+                points,
+                log_scale([p.value for p in points]),
+                float(suggested) if isinstance(suggested, (int, float)) else None,
+                f"{finding.message} {finding.hint}" if finding else "",
+            )
+        )
+    return charts
+
+
+def batch_result(results: list[RunResult], cfg: AnalysisConfig) -> BatchResult:
+    """The batch stage over per-run results."""
+    findings = batch_findings(results, cfg)
+    return BatchResult(results, findings, ranking(results), sweep_charts(results, findings, cfg))

@@ -7,6 +7,7 @@ import itertools
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,11 +15,114 @@ from scipy import optimize
 
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.robust import theil_sen, window_len
+from gradlog.errors import CorruptRunError
 
 MAX_POINTS = 400
 """At most this many window medians are fitted."""
 MIN_FIT_POINTS = 10
 """A short curve keeps at least this many points (each a median of fewer steps)."""
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One fitted loss model and its projection with a 95% band."""
+
+    model: str
+    params: list[float]
+    aic: float
+    rss: float
+    projected: float
+    low: float
+    high: float
+    asymptote: float
+
+
+@dataclass(frozen=True)
+class TrendWindow:
+    """A Theil-Sen slope over one window of the binned loss curve."""
+
+    step_start: float
+    step_end: float
+    slope: float
+    slope_low: float
+    slope_high: float
+    relative_drop: float
+
+
+def _opt_float(v: Any) -> float | None:
+    if v is None:
+        return None
+    return float(v)
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """The convergence summary of one loss curve (see :func:`fit_convergence`)."""
+
+    model: str | None
+    fits: list[Fit]
+    t0: float
+    nonnegative: bool
+    projected_step: int
+    projected_loss: float | None
+    projected_low: float | None
+    projected_high: float | None
+    initial_loss: float
+    final_loss: float
+    """Median of the last window of logged losses; NaN when the loss ended non-finite."""
+    final_step: int
+    """The last logged step (finite or not)."""
+    stalled_step: int | None
+    windows: list[TrendWindow] = field(default_factory=list)
+    change_points: list[int] = field(default_factory=list)
+    final_window: int = 0
+    """Logged losses the final loss is the median of."""
+    ended_nonfinite: bool = False
+    diverged: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any) -> Convergence:
+        if not isinstance(d, dict):
+            raise CorruptRunError("convergence must be an object")
+        try:
+            return cls(
+                model=None if d.get("model") is None else str(d["model"]),
+                fits=[
+                    Fit(
+                        model=str(f["model"]),
+                        params=[float(p) for p in f["params"]],
+                        aic=float(f["aic"]),
+                        rss=float(f["rss"]),
+                        projected=float(f["projected"]),
+                        low=float(f["low"]),
+                        high=float(f["high"]),
+                        asymptote=float(f["asymptote"]),
+                    )
+                    for f in d.get("fits") or []
+                ],
+                t0=float(d["t0"]),
+                nonnegative=bool(d["nonnegative"]),
+                projected_step=int(d["projected_step"]),
+                projected_loss=_opt_float(d.get("projected_loss")),
+                projected_low=_opt_float(d.get("projected_low")),
+                projected_high=_opt_float(d.get("projected_high")),
+                initial_loss=float(d["initial_loss"]),
+                final_loss=float(d["final_loss"]),
+                final_step=int(d["final_step"]),
+                stalled_step=None if d.get("stalled_step") is None else int(d["stalled_step"]),
+                windows=[TrendWindow(**{k: float(v) for k, v in w.items()}) for w in d["windows"]],
+                change_points=[int(c) for c in d.get("change_points") or []],
+                final_window=int(d.get("final_window", 0)),
+                ended_nonfinite=bool(d.get("ended_nonfinite", False)),
+                diverged=bool(d.get("diverged", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRunError(f"convergence is malformed: {exc}") from exc
 
 
 _WARNINGS = threading.Lock()
@@ -66,7 +170,7 @@ def _fit(  # noqa: PLR0917 - private helper; the call sites read as a table of m
     t_proj: float,
     *,
     relative: bool,
-) -> dict[str, Any] | None:
+) -> Fit | None:
     """One bounded least-squares fit and its projection at ``t_proj`` with a 95% band.
 
     ``relative``: the loss is non-negative and its noise scales with its level (a loss at 0.01
@@ -102,16 +206,7 @@ def _fit(  # noqa: PLR0917 - private helper; the call sites read as a table of m
     low, high = proj - 1.96 * sd, proj + 1.96 * sd
     if relative:
         proj, low, high = max(proj, 0.0), max(low, 0.0), max(high, 0.0)
-    return {
-        "model": name,
-        "params": [float(p) for p in popt],
-        "aic": float(aic),
-        "rss": rss,
-        "projected": proj,
-        "low": low,
-        "high": high,
-        "asymptote": float(popt[2]),
-    }
+    return Fit(name, [float(p) for p in popt], float(aic), rss, proj, low, high, float(popt[2]))
 
 
 def change_points(t: np.ndarray, y: np.ndarray, max_points: int) -> list[int]:
@@ -155,9 +250,7 @@ def change_points(t: np.ndarray, y: np.ndarray, max_points: int) -> list[int]:
     return sorted(found)
 
 
-def fit_convergence(
-    step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig
-) -> dict[str, Any] | None:
+def fit_convergence(step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig) -> Convergence | None:
     """The convergence summary of one loss curve, or None with too few finite points.
 
     The models are fitted to window medians (``fit_bin`` steps each). When every observed loss
@@ -166,8 +259,13 @@ def fit_convergence(
     ``final_loss`` is the median of the last window (``window_frac``, at least ``min_window``
     steps), ``initial_loss`` the level before training (:func:`initial_level`). A loss that ended
     above ``divergence_factor`` x its initial level is not projected (``model`` and
-    ``projected_*`` are None).
+    ``projected_*`` are None), nor is one that ended non-finite (``final_loss`` is then NaN).
+    The projection starts from the last logged step, finite or not.
     """
+    if len(step) == 0:
+        return None
+    last_step = int(step[-1])
+    ended_nonfinite = not np.isfinite(loss[-1])
     ok = np.isfinite(loss)
     step, loss = step[ok], loss[ok]
     if len(loss) < 10:
@@ -178,7 +276,7 @@ def fit_convergence(
     c_low = 0.0 if nonnegative else -np.inf
     t0 = float(step[0])
     tt = t - t0
-    horizon = cfg.projection_steps or int(step[-1] - step[0] + 1)
+    horizon = cfg.projection_steps or int(last_step - step[0] + 1)
     t_proj = float(tt[-1] + horizon)
     span = float(np.ptp(y)) or 1.0
     c_guess = max(float(y.min()), 0.0) if nonnegative else float(y.min())
@@ -208,7 +306,7 @@ def fit_convergence(
         )
         if f is not None
     ]
-    windows: list[dict[str, float]] = []
+    windows: list[TrendWindow] = []
     stalled: int | None = None
     edges = np.linspace(0, len(t), max(2, cfg.trend_windows) + 1).astype(int)
     for a, b in itertools.pairwise(edges):
@@ -218,38 +316,35 @@ def fit_convergence(
             if not np.isnan(s)
             else float("nan")
         )
-        windows.append(
-            {
-                "step_start": float(t[a]),
-                "step_end": float(t[b - 1]),
-                "slope": s,
-                "slope_low": lo,
-                "slope_high": hi,
-                "relative_drop": rel,
-            }
-        )
-    for i, w in enumerate(windows):
-        if all(not (x["relative_drop"] >= cfg.stall_rel) for x in windows[i:]):
-            stalled = int(w["step_start"])
-            break
+        windows.append(TrendWindow(float(t[a]), float(t[b - 1]), s, lo, hi, rel))
     window = window_len(len(loss), cfg.window_frac, cfg.min_window)
     initial, final = initial_level(loss), float(np.median(loss[-window:]))
     # a loss that ended far above where it started diverged: it has no asymptote to project
     diverged = final > cfg.divergence_factor * abs(initial) and final > initial
-    best = min(fits, key=lambda f: f["aic"]) if fits and not diverged else None
-    return {
-        "model": best["model"] if best else None,
-        "fits": fits,
-        "t0": t0,
-        "nonnegative": nonnegative,
-        "projected_step": int(step[-1] + horizon),
-        "projected_loss": best["projected"] if best else None,
-        "projected_low": best["low"] if best else None,
-        "projected_high": best["high"] if best else None,
-        "initial_loss": initial,
-        "final_loss": final,
-        "final_step": int(step[-1]),
-        "stalled_step": stalled,
-        "windows": windows,
-        "change_points": change_points(t, y, cfg.max_change_points),
-    }
+    if ended_nonfinite:
+        final = float("nan")
+    if not (diverged or ended_nonfinite):  # a diverged run has not stalled: it got worse
+        for i, w in enumerate(windows):
+            if all(not (x.relative_drop >= cfg.stall_rel) for x in windows[i:]):
+                stalled = int(w.step_start)
+                break
+    best = min(fits, key=lambda f: f.aic) if fits and not (diverged or ended_nonfinite) else None
+    return Convergence(
+        model=best.model if best else None,
+        fits=fits,
+        t0=t0,
+        nonnegative=nonnegative,
+        projected_step=int(last_step + horizon),
+        projected_loss=best.projected if best else None,
+        projected_low=best.low if best else None,
+        projected_high=best.high if best else None,
+        initial_loss=initial,
+        final_loss=final,
+        final_step=last_step,
+        stalled_step=stalled,
+        windows=windows,
+        change_points=change_points(t, y, cfg.max_change_points),
+        final_window=window,
+        ended_nonfinite=ended_nonfinite,
+        diverged=bool(diverged),
+    )

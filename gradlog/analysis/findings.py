@@ -104,9 +104,12 @@ class Finding:
     evidence: Evidence = field(default_factory=dict)
     message: str = ""
     hint: str = ""
+    tensors: tuple[str, ...] = ()
+    """Every tensor a grouped finding stands for (``tensor`` is the worst); empty otherwise."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "tensors": list(self.tensors),
             "run": self.run,
             "detector": self.detector,
             "kind": self.kind.value,
@@ -133,6 +136,7 @@ class Finding:
                 evidence=clean_evidence(dict(data.get("evidence") or {})),
                 message=str(data.get("message", "")),
                 hint=str(data.get("hint", "")),
+                tensors=tuple(str(t) for t in data.get("tensors") or ()),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise CorruptRunError(f"not a gradlog finding: {exc}") from exc
@@ -165,3 +169,46 @@ def make(  # noqa: PLR0917 - every finding needs these six; the rest are keyword
         message=message,
         hint=hint,
     )
+
+
+UNGROUPED = ("spikes", "nonfinite")
+"""Detectors whose per-tensor findings are separate events (a spike at another step), not one
+condition seen in several tensors."""
+
+
+def group_tensor_findings(findings: list[Finding]) -> list[Finding]:
+    """Per-tensor findings of one detector, kind and severity become one finding that lists its
+    tensors; the detector's first (its worst) is the headline. Order is otherwise kept."""
+    groups: dict[tuple[str, Kind, Severity], list[Finding]] = {}
+    for f in findings:
+        if f.tensor is not None and f.detector not in UNGROUPED:
+            groups.setdefault((f.detector, f.kind, f.severity), []).append(f)
+    out: list[Finding] = []
+    for f in findings:
+        key = (f.detector, f.kind, f.severity)
+        group = groups.get(key) if f.tensor is not None and f.detector not in UNGROUPED else None
+        if group is None or len(group) == 1:
+            out.append(f)
+            continue
+        if group[0] is not f:
+            continue  # folded into the group's headline
+        names = [g.tensor for g in group if g.tensor is not None]
+        rest = names[1:]
+        shown = ", ".join(rest[:8]) + (f" and {len(rest) - 8} more" if len(rest) > 8 else "")
+        out.append(
+            Finding(
+                f.run,
+                f.detector,
+                f.kind,
+                f.severity,
+                f.tensor,
+                min((g.step_start for g in group if g.step_start is not None), default=None),
+                max((g.step_end for g in group if g.step_end is not None), default=None),
+                {**f.evidence, "tensors_grouped": len(names)},
+                f"{f.message} The same in {len(rest)} more tensor{'s' if len(rest) > 1 else ''}: "
+                f"{shown}.",
+                f.hint,
+                tuple(names),
+            )
+        )
+    return out

@@ -1,8 +1,14 @@
-"""Merge ranks exactly from the sufficient statistics and derive norms, stds, ratios, fractions.
+"""The frames every detector reads: a run's statistics merged over ranks and derived (norms,
+RMS, zero fractions, update ratios), collected with polars. The algebra is :mod:`algebra`'s.
 
-Ranks whose per-tensor ``count`` equals the catalogue ``numel`` hold replicas (DDP: the same
-all-reduced gradient on every rank); their additive statistics are averaged. Otherwise ranks hold
-shards (FSDP) and their statistics add. min/max/absmax always take min/max.
+A run whose ``tensors`` table fits in ``EXACT_ROWS`` rows is held exactly, one row per (step,
+tensor). A larger one is reduced while it is read, part batch by part batch, onto buckets of
+``resolution`` consecutive steps per tensor (at most about ``BUCKET_ROWS`` rows): the per-step
+norm's *maximum* over the bucket (so spikes and explosions survive), RMS and zero fraction over
+all the bucket's elements, non-finite counts summed, and the update ratio as the root of the mean
+squared update over the root of the mean squared weight norm. Memory then follows the number of
+buckets, not the run's length; the detectors read the same columns either way and their step
+ranges are the buckets' first steps.
 """
 
 from __future__ import annotations
@@ -15,14 +21,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from gradlog.analysis import algebra
 from gradlog.analysis.loading import RunData, verify_part
 from gradlog.errors import ConfigError
-from gradlog.schema import EXP_MIN, STAT_KINDS
+from gradlog.schema import STAT_KINDS
 
-FP16_NORMAL_EXP = -14
-FP16_SUBNORMAL_EXP = -24
-FP16_MAX_EXP = 16
-BF16_NORMAL_EXP = -126
+EXACT_ROWS = 12_000_000
+"""Runs with at most this many ``tensors`` rows are analysed step by step (about 1 GB of frames)."""
+BUCKET_ROWS = 3_000_000
+"""Larger runs are reduced to buckets of steps: at most about this many rows over all kinds."""
 
 
 @dataclass
@@ -79,6 +86,8 @@ class RunFrames:
     scalars: pl.DataFrame
     hist: pl.DataFrame
     loss_scale_shift: int = 0
+    resolution: int = 1
+    """Steps per row of ``grad``/``param``/``update`` (1: exact; more: buckets, see above)."""
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -156,23 +165,9 @@ def _safe_collect(
     return None
 
 
-def _replica_factor(run: RunData) -> pl.Expr:
-    """Divide additive statistics by the number of ranks where ranks hold replicas."""
-    numel = pl.col("numel")
-    replicated = (
-        (pl.col("n_ranks") > 1)
-        & numel.is_not_null()
-        & (pl.col("count") == numel * pl.col("n_ranks"))
-    )
-    return pl.when(replicated).then(pl.col("n_ranks")).otherwise(1).cast(pl.Float64)
-
-
-_ADD = ("count", "sum", "sumsq", "zeros", "nonfinite")
-
-
 def _single_rank(run: RunData, table: str = "tensors") -> bool:
     """One rank recorded ``table``: its rows need no merging."""
-    return run.world_size == 1 and len({p.parent.name for p in run.parts[table]}) <= 1
+    return run.layout == "single" or len({p.parent.name for p in run.parts[table]}) <= 1
 
 
 STAT_COLUMNS = ("count", "norm", "rms", "mean", "std", "zero_frac", "nonfinite", "absmax")
@@ -184,52 +179,19 @@ to read and hold on long runs). A detector that needs another one adds it here."
 
 
 def _merge_stats(run: RunData, lf: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
-    if _single_rank(run):
-        merged = lf.with_columns(pl.lit(1.0).alias("replicas"))
-    else:
-        merged = lf.group_by("step", "tensor", "kind").agg(
-            *[pl.col(c).sum() for c in _ADD],
-            pl.col("min").min(),
-            pl.col("max").max(),
-            pl.col("absmax").max(),
-            pl.len().alias("n_ranks"),
-        )
-        cat = pl.LazyFrame(run.catalogue.select("tensor", "numel"))
-        merged = merged.join(cat, on="tensor", how="left")
-        merged = merged.with_columns(_replica_factor(run).alias("replicas"))
-        merged = merged.with_columns(
-            [(pl.col(c).cast(pl.Float64) / pl.col("replicas")) for c in _ADD]
-        )
-    n = (pl.col("count") - pl.col("nonfinite")).cast(pl.Float64)
-    sumsq = pl.col("sumsq").cast(pl.Float64)
-    mean = pl.col("sum").cast(pl.Float64) / n
-    derived = {
-        "count": pl.col("count").cast(pl.Float64),
-        "norm": sumsq.sqrt(),
-        "rms": (sumsq / n).sqrt(),
-        "mean": mean,
-        "std": (sumsq / n - mean * mean).clip(lower_bound=0).sqrt(),
-        "zero_frac": pl.col("zeros").cast(pl.Float64) / pl.col("count").cast(pl.Float64),
-        "nonfinite": pl.col("nonfinite").cast(pl.Float64),
-        "absmax": pl.col("absmax").cast(pl.Float64),
-    }
-    return merged.select(
-        "step",
-        "tensor",
-        "kind",
-        *[derived[c].alias(c) for c in STAT_COLUMNS if c in columns],
-        pl.col("replicas"),
-    )
+    layout = "single" if _single_rank(run) else run.layout
+    merged = algebra.merge_ranks(lf, layout)
+    return merged.select("step", "tensor", "kind", *algebra.derived(columns))
 
 
-def _merge_steps(run: RunData, replicated: bool, lf: pl.LazyFrame) -> pl.LazyFrame:
+def _merge_steps(run: RunData, lf: pl.LazyFrame) -> pl.LazyFrame:
     gn = pl.col("grad_norm").cast(pl.Float64)
-    norm = gn.mean() if replicated else (gn * gn).sum().sqrt()
+    layout = "single" if _single_rank(run, "steps") else run.layout
     return (
         lf.group_by("step")
         .agg(
             pl.col("time").max(),
-            norm.alias("grad_norm"),
+            algebra.global_norm(layout).alias("grad_norm"),
             ((gn.max() - gn.min()) / gn.mean()).alias("rank_norm_spread"),
             (gn * gn).mean().alias("rank_sqnorm_mean"),
             pl.col("grads_none").max(),
@@ -240,28 +202,6 @@ def _merge_steps(run: RunData, replicated: bool, lf: pl.LazyFrame) -> pl.LazyFra
         )
         .sort("step")
     )
-
-
-def _hist_counts(shift: int) -> list[pl.Expr]:
-    def below(exp: int) -> pl.Expr:
-        k = exp - shift  # unscaled exponent k with k + shift < exp
-        hi = max(0, min(k - EXP_MIN, 277))
-        return pl.col("bins").arr.slice(1, hi).list.sum() if hi > 0 else pl.lit(0, pl.Int64)
-
-    def at_or_above(exp: int) -> pl.Expr:
-        k = exp - shift
-        lo = max(1, min(1 + k - EXP_MIN, 278))
-        return pl.col("bins").arr.slice(lo, 278 - lo).list.sum()
-
-    total = pl.col("bins").arr.slice(1, 277).list.sum()
-    return [
-        total.alias("nonzero"),
-        below(FP16_NORMAL_EXP).alias("below_fp16_normal"),
-        below(FP16_SUBNORMAL_EXP).alias("below_fp16_subnormal"),
-        at_or_above(FP16_MAX_EXP).alias("above_fp16_max"),
-        below(BF16_NORMAL_EXP).alias("below_bf16_normal"),
-        pl.col("bins").arr.get(278).alias("hist_nonfinite"),
-    ]
 
 
 def _in_step_order(stats: pl.DataFrame) -> bool:
@@ -305,67 +245,37 @@ _EMPTY_HIST: dict[str, Any] = {
 Build = Callable[[pl.LazyFrame], pl.LazyFrame]
 
 
-def build_frames(run: RunData, columns: Sequence[str] = STAT_COLUMNS) -> RunFrames:
+def build_frames(
+    run: RunData, columns: Sequence[str] = STAT_COLUMNS, *, exact_rows: int = EXACT_ROWS
+) -> RunFrames:
     """Collect the merged, derived frames of ``run`` with the derived ``columns`` (all of
-    STAT_COLUMNS by default); unreadable tables become empty frames."""
+    STAT_COLUMNS by default); unreadable tables become empty frames. A run with more than
+    ``exact_rows`` ``tensors`` rows is reduced to buckets of steps (see the module's doc)."""
     unknown = sorted(set(columns) - set(STAT_COLUMNS))
     if unknown:
         raise ConfigError(f"unknown frame columns {unknown}; known: {list(STAT_COLUMNS)}")
     columns = tuple(dict.fromkeys(("norm", *columns)))  # norm: the update ratio needs it
 
-    def merged_stats(lf: pl.LazyFrame) -> pl.LazyFrame:
-        return _merge_stats(run, lf, columns)
+    steps = _safe_collect(run, "steps", lambda lf: _merge_steps(run, lf))
+    steps = pl.DataFrame(schema=_EMPTY_STEPS) if steps is None else steps
+    resolution = _resolution(run, steps, exact_rows)
+    if resolution == 1:
+        grad, param, update = _exact_stats(run, columns)
+        update = algebra.pair_updates(update, param)
+    else:
+        grad, param, update = _bucketed_stats(run, columns, resolution)
+    shift = algebra.loss_scale_shift(steps["loss_scale"])
+    div = float(run.world_size) if run.layout == "replicated" else 1.0
 
-    def merged_steps(replicated: bool) -> pl.DataFrame:
-        steps = _safe_collect(run, "steps", lambda lf: _merge_steps(run, replicated, lf))
-        return pl.DataFrame(schema=_EMPTY_STEPS) if steps is None else steps
-
-    def hist_counts(shift: int, div: float) -> Build:
-        def build(lf: pl.LazyFrame) -> pl.LazyFrame:
-            counts = lf.filter(pl.col("kind") == "grad").select(
-                "step", "tensor", *_hist_counts(shift)
-            )
-            if _single_rank(run, "hists"):  # one row per (step, tensor) already
-                return counts.with_columns(pl.exclude("step", "tensor").cast(pl.Float64))
-            return (
-                counts.group_by("step", "tensor").agg(pl.all().sum() / div).sort("tensor", "step")
-            )
-
-        return build
-
-    stats = _safe_collect(run, "tensors", merged_stats, strings=False)
-    # Parts hold their rows sorted by (kind, tensor, step) and follow each other in step order,
-    # so a single rank's scan is in step order per series already (the footers prove the parts'
-    # order; else the rows are checked); sorting 1e7 rows would cost more than all detectors.
-    ordered = _single_rank(run) and run.parts_in_step_order("tensors")
-    if stats is not None and not ordered and not _in_step_order(stats):
-        stats = stats.sort("kind", "tensor", "step")
-    if stats is None:
-        stats = pl.DataFrame(
-            schema={
-                "step": pl.Int64,
-                "tensor": pl.Categorical,
-                "kind": pl.String,
-                **{c: pl.Float64 for c in STAT_COLUMNS if c in columns},
-                "replicas": pl.Float64,
-            }
+    def hist_counts(lf: pl.LazyFrame) -> pl.LazyFrame:
+        counts = lf.filter(pl.col("kind") == "grad").select(
+            "step", "tensor", *algebra.hist_counts(shift)
         )
-    replicated = False
-    if stats.height and not _single_rank(run):
-        replicated = float(stats["replicas"].mean()) > 1.0  # type: ignore[arg-type,unused-ignore]
-    grad, param, update = (
-        stats.filter(pl.col("kind") == kind).drop("kind", "replicas") for kind in STAT_KINDS
-    )
-    del stats  # before the other tables are read: the peak is the split
-    update = update.join(
-        param.select("step", "tensor", pl.col("norm").alias("param_norm")),
-        on=["step", "tensor"],
-        how="left",
-    ).with_columns((pl.col("norm") / pl.col("param_norm")).alias("ratio"))
-    steps = merged_steps(replicated)
-    shift = _loss_scale_shift(steps)
-    div = float(run.world_size) if replicated else 1.0
-    hist = _safe_collect(run, "hists", hist_counts(shift, div), strings=False)
+        if _single_rank(run, "hists"):  # one row per (step, tensor) already
+            return counts.with_columns(pl.exclude("step", "tensor").cast(pl.Float64))
+        return counts.group_by("step", "tensor").agg(pl.all().sum() / div).sort("tensor", "step")
+
+    hist = _safe_collect(run, "hists", hist_counts, strings=False)
     scalars = _safe_collect(
         run,
         "scalars",
@@ -375,11 +285,138 @@ def build_frames(run: RunData, columns: Sequence[str] = STAT_COLUMNS) -> RunFram
         scalars = pl.DataFrame(schema={"step": pl.Int64, "name": pl.String, "value": pl.Float64})
     if hist is None:
         hist = pl.DataFrame(schema=_EMPTY_HIST)
-    return RunFrames(run, grad, param, update, steps, scalars, hist, shift)
+    return RunFrames(run, grad, param, update, steps, scalars, hist, shift, resolution)
 
 
-def _loss_scale_shift(steps: pl.DataFrame) -> int:
-    """log2 of the median GradScaler loss scale (0 without one)."""
-    scales = steps["loss_scale"].drop_nulls().drop_nans()
-    scales = scales.filter(scales > 0)
-    return round(math.log2(float(scales.median()))) if len(scales) else 0  # type: ignore[arg-type,unused-ignore]
+def _resolution(run: RunData, steps: pl.DataFrame, exact_rows: int) -> int:
+    """Steps per frame row: 1 when the run fits in ``exact_rows``, else the bucket width that
+    keeps the frames near BUCKET_ROWS rows (tensors x kinds x buckets)."""
+    rows = run.rows.get("tensors", 0) // max(1, len({p.parent.name for p in run.parts["tensors"]}))
+    if rows <= exact_rows:
+        return 1
+    rng = run.run.step_range("tensors")
+    span = (rng[1] - rng[0] + 1) if rng else max(1, steps.height)
+    series = max(1, len(run.catalogue)) * len(STAT_KINDS)  # at most: every tensor, every kind
+    return max(2, math.ceil(span * series / BUCKET_ROWS))
+
+
+def _empty_stats(columns: Sequence[str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "step": pl.Int64,
+            "tensor": pl.Categorical,
+            "kind": pl.String,
+            **{c: pl.Float64 for c in STAT_COLUMNS if c in columns},
+        }
+    )
+
+
+def _exact_stats(
+    run: RunData, columns: Sequence[str]
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    stats = _safe_collect(run, "tensors", lambda lf: _merge_stats(run, lf, columns), strings=False)
+    # Parts hold their rows sorted by (kind, tensor, step) and follow each other in step order,
+    # so a single rank's scan is in step order per series already (the footers prove the parts'
+    # order; else the rows are checked); sorting 1e7 rows would cost more than all detectors.
+    ordered = _single_rank(run) and run.parts_in_step_order("tensors")
+    if stats is not None and not ordered and not _in_step_order(stats):
+        stats = stats.sort("kind", "tensor", "step")
+    if stats is None:
+        stats = _empty_stats(columns)
+    grad, param, update = (stats.filter(pl.col("kind") == k).drop("kind") for k in STAT_KINDS)
+    return grad, param, update
+
+
+def _bucket_aggs(columns: Sequence[str]) -> list[pl.Expr]:
+    """Per (kind, tensor, bucket): mergeable partial sums of merged per-step rows (only those
+    the derived ``columns`` need, so that the scan reads fewer columns)."""
+    n = (pl.col("count") - pl.col("nonfinite")).cast(pl.Float64)
+    wanted = set(columns)
+    out = [
+        pl.col("step").min().alias("step"),
+        pl.col("sumsq").cast(pl.Float64).sqrt().max().alias("norm_max"),
+        pl.col("sumsq").cast(pl.Float64).sum().alias("sumsq"),
+        n.sum().alias("n"),
+        pl.col("count").cast(pl.Float64).sum().alias("count"),
+        pl.col("nonfinite").cast(pl.Float64).sum().alias("nonfinite"),
+        pl.len().cast(pl.Float64).alias("rows"),
+    ]
+    if "zero_frac" in wanted:
+        out.append(pl.col("zeros").cast(pl.Float64).sum().alias("zeros"))
+    if wanted & {"mean", "std"}:
+        out.append(pl.col("sum").cast(pl.Float64).sum().alias("sum"))
+    if "absmax" in wanted:
+        out.append(pl.col("absmax").cast(pl.Float64).max().alias("absmax"))
+    return out
+
+
+_SUMMED = ("sumsq", "n", "count", "zeros", "nonfinite", "sum", "rows")
+
+
+def _bucketed_stats(
+    run: RunData, columns: Sequence[str], width: int
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The grad/param/update frames on buckets of ``width`` steps, read a few parts at a time."""
+    layout = "single" if _single_rank(run) else run.layout
+    partials: list[pl.DataFrame] = []
+
+    def reduce(lf: pl.LazyFrame) -> pl.LazyFrame:
+        merged = algebra.merge_ranks(lf, layout)
+        return merged.group_by("kind", "tensor", (pl.col("step") // width).alias("bucket")).agg(
+            *_bucket_aggs(columns)
+        )
+
+    # one streaming pass: polars reads the parts in order and keeps only the buckets' partial
+    # sums (the buckets, not the rows, bound its memory)
+    part = _safe_collect(run, "tensors", reduce, strings=False)
+    if part is not None and part.height:
+        partials.append(part.with_columns(pl.col("kind").cast(pl.String)))
+    if not partials:
+        empty = _empty_stats(columns)
+        return empty.drop("kind"), empty.drop("kind"), empty.drop("kind")
+    both = pl.concat(partials, how="vertical_relaxed")
+    del partials
+    present = set(both.columns)
+    cells = (
+        both.group_by("kind", "tensor", "bucket")
+        .agg(
+            pl.col("step").min(),
+            pl.col("norm_max").max(),
+            *([pl.col("absmax").max()] if "absmax" in present else []),
+            *[pl.col(c).sum() for c in _SUMMED if c in present],
+        )
+        .sort("kind", "tensor", "step")
+    )
+    del both
+    mean_sq = pl.col("sumsq") / pl.col("n")
+    mean = pl.col("sum") / pl.col("n")
+    exprs = {
+        "count": pl.col("count") / pl.col("rows"),
+        "norm": pl.col("norm_max"),
+        "rms": mean_sq.sqrt(),
+        "mean": mean,
+        "std": (mean_sq - mean * mean).clip(lower_bound=0).sqrt(),
+        "zero_frac": pl.col("zeros") / pl.col("count"),
+        "nonfinite": pl.col("nonfinite"),
+        "absmax": pl.col("absmax"),
+    }
+    frames = cells.select(
+        "kind",
+        "step",
+        "tensor",
+        "bucket",
+        *[exprs[c].alias(c) for c in STAT_COLUMNS if c in columns],
+        (pl.col("sumsq") / pl.col("rows")).alias("_msq"),
+    )
+    grad, param, update = (frames.filter(pl.col("kind") == k).drop("kind") for k in STAT_KINDS)
+    # the update ratio of a bucket: root mean squared update norm over root mean squared weights
+    update = update.join(
+        param.select("tensor", "bucket", pl.col("_msq").alias("_pmsq"), pl.col("norm").alias("pn")),
+        on=["tensor", "bucket"],
+        how="left",
+    ).with_columns(
+        pl.col("pn").alias("param_norm"),
+        algebra.update_ratio(pl.col("_msq").sqrt(), pl.col("_pmsq").sqrt()).alias("ratio"),
+    )
+    drop = ["bucket", "_msq"]
+    return grad.drop(drop), param.drop(drop), update.drop([*drop, "_pmsq", "pn"])

@@ -7,19 +7,19 @@ most one hyperparameter, see :mod:`gradlog.analysis.groups`) shows it.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.groups import differing_keys, is_number
+from gradlog.analysis.result import BatchRow
 
 
-def _usable(r: dict[str, Any]) -> bool:
+def _usable(r: BatchRow) -> bool:
     """A finished comparison point: not failed, a non-negative loss with finite levels."""
-    init, final = r.get("initial_loss"), r.get("final_loss")
+    init, final = r.initial_loss, r.final_loss
     return (
-        not r.get("failed")
-        and bool(r.get("nonnegative"))
+        not r.failed
+        and r.nonnegative
         and is_number(init)
         and is_number(final)
         and math.isfinite(init)
@@ -28,13 +28,12 @@ def _usable(r: dict[str, Any]) -> bool:
     )
 
 
-def outlier_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Finding]:
+def outlier_findings(runs: list[BatchRow], cfg: AnalysisConfig) -> list[Finding]:
     """Warnings for runs whose final loss is >= outlier_factor x that of a comparable run and
     above it by >= outlier_min_gap of their own initial loss (so two runs that both reached
     ~0 are not told apart by noise).
 
-    ``runs``: dicts with run_id, name, config, initial_loss, final_loss, nonnegative, failed,
-    and where known lr (peak), update_ratio_peak, update_ratio_median. Failed (diverged, NaN)
+    Failed (diverged, NaN)
     runs have their own errors and are left out. The kind is lr_too_high when the run has the
     largest learning rate among the comparable runs and its largest update was above
     ``update_ratio_high`` of the weights; else plateau.
@@ -42,18 +41,13 @@ def outlier_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Fi
     usable = [r for r in runs if _usable(r)]
     out: list[Finding] = []
     for r in usable:
-        config = dict(r.get("config") or {})
-        peers = [
-            (s, differing_keys(config, dict(s.get("config") or {}), cfg))
-            for s in usable
-            if s is not r
-        ]
+        peers = [(s, differing_keys(r.config, s.config, cfg)) for s in usable if s is not r]
         peers = [(s, d) for s, d in peers if len(d) <= 1]
         if not peers:
             continue
-        best, keys = min(peers, key=lambda p: float(p[0]["final_loss"]))
-        final, initial = float(r["final_loss"]), float(r["initial_loss"])
-        best_loss = float(best["final_loss"])
+        best, keys = min(peers, key=lambda p: float(p[0].final_loss or 0))
+        final, initial = float(r.final_loss or 0), float(r.initial_loss or 0)
+        best_loss = float(best.final_loss or 0)
         if final < cfg.outlier_factor * best_loss or final - best_loss < (
             cfg.outlier_min_gap * initial
         ):
@@ -62,22 +56,22 @@ def outlier_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Fi
     return out
 
 
-def _name(r: dict[str, Any]) -> str:
-    return str(r.get("name") or r["run_id"])
+def _name(r: BatchRow) -> str:
+    return r.label
 
 
 def _finding(
-    r: dict[str, Any],
-    best: dict[str, Any],
+    r: BatchRow,
+    best: BatchRow,
     keys: list[str],
-    peers: list[dict[str, Any]],
+    peers: list[BatchRow],
     cfg: AnalysisConfig,
 ) -> Finding:
-    final, initial = float(r["final_loss"]), float(r["initial_loss"])
-    best_loss = float(best["final_loss"])
+    final, initial = float(r.final_loss or 0), float(r.initial_loss or 0)
+    best_loss = float(best.final_loss or 0)
     ratio = final / best_loss if best_loss > 0 else math.inf
-    lr, peak = r.get("lr"), r.get("update_ratio_peak")
-    other_lrs = [float(s["lr"]) for s in peers if is_number(s.get("lr"))]
+    lr, peak = r.lr, r.update_ratio_peak
+    other_lrs = [float(s.lr) for s in peers if s.lr is not None and is_number(s.lr)]
     largest = (
         is_number(lr) and len(other_lrs) == len(peers) and float(lr) > max(other_lrs, default=0)
     )
@@ -93,9 +87,9 @@ def _finding(
             f"{max(other_lrs):.3g}) and its largest update was {peak:.2g} of the weights' norm."
         )
         hint = (
-            f"Lower the learning rate toward that of {_name(best)} ({best.get('lr', '?'):.3g}); "
+            f"Lower the learning rate toward that of {_name(best)} ({best.lr:.3g}); "
             "add warmup if a high peak learning rate is needed."
-            if is_number(best.get("lr"))
+            if best.lr is not None and is_number(best.lr)
             else "Lower the learning rate; add warmup if a high peak learning rate is needed."
         )
     else:
@@ -104,7 +98,7 @@ def _finding(
             "made it stall; see its own findings (plateau, update ratio, dead units)."
         )
     return make(
-        str(r["run_id"]),
+        r.run_id,
         "outliers",
         Kind.LR_TOO_HIGH if high else Kind.PLATEAU,
         Severity.WARNING,
@@ -112,7 +106,7 @@ def _finding(
         hint,
         final_loss=final,
         initial_loss=initial,
-        best_run=str(best["run_id"]),
+        best_run=best.run_id,
         best_loss=best_loss,
         loss_ratio=ratio,
         comparable_runs=len(peers),
@@ -123,7 +117,7 @@ def _finding(
                 ("lr", lr),
                 ("max_other_lr", max(other_lrs) if other_lrs else None),
                 ("update_ratio_peak", peak),
-                ("update_ratio_median", r.get("update_ratio_median")),
+                ("update_ratio_median", r.update_ratio_median),
             )
             if is_number(v)
         },

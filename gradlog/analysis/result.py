@@ -1,4 +1,10 @@
-"""Results as data: RunResult and BatchResult, with a JSON round-trip."""
+"""Results as data: RunResult and BatchResult, typed, with their provenance and a JSON round trip.
+
+A run's result holds everything later stages need: findings, the convergence summary, the few
+numbers batch comparisons use, and the chart data a report draws (:mod:`gradlog.analysis.charts`).
+Its provenance (gradlog version, the full effective config, a fingerprint of the parts read)
+tells whether a saved result is still what an analysis would produce now.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gradlog._version import __version__
+from gradlog.analysis.charts import RunCharts, SweepChart
+from gradlog.analysis.convergence import Convergence
 from gradlog.analysis.findings import Finding, Severity
 from gradlog.errors import CorruptRunError
+from gradlog.rundir import write_atomic
 
 RESULT_FILE = "analysis.json"
+RESULT_VERSION = 2
+"""Bumped when the shape of a saved result changes (older files are recomputed, not read)."""
 
 
 def _json_safe(value: Any) -> Any:
@@ -23,6 +35,82 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def _unsafe(value: Any) -> Any:
+    """The inverse of :func:`_json_safe` for the fields that hold numbers."""
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _unsafe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unsafe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What made a result: the gradlog version, the full effective analysis config, and the
+    fingerprint of the run's parts (:meth:`gradlog.rundir.Run.fingerprint`)."""
+
+    version: str = __version__
+    config: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    result_version: int = RESULT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "config": self.config,
+            "fingerprint": self.fingerprint,
+            "result_version": self.result_version,
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> Provenance:
+        if not isinstance(d, dict):
+            return cls(version="", result_version=0)
+        return cls(
+            str(d.get("version", "")),
+            dict(d.get("config") or {}),
+            str(d.get("fingerprint", "")),
+            int(d.get("result_version", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The numbers comparisons across a batch need, where known."""
+
+    lr: float | None = None
+    """Peak learning rate (the logged ``lr/0``, else the largest param group's)."""
+    update_ratio_median: float | None = None
+    update_ratio_peak: float | None = None
+    update_ratio_peak_step: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "update_ratio_median": self.update_ratio_median,
+            "update_ratio_peak": self.update_ratio_peak,
+            "update_ratio_peak_step": self.update_ratio_peak_step,
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> RunSummary:
+        d = d if isinstance(d, dict) else {}
+
+        def f(k: str) -> float | None:
+            v = d.get(k)
+            return None if v is None else float(v)
+
+        step = d.get("update_ratio_peak_step")
+        return cls(
+            f("lr"),
+            f("update_ratio_median"),
+            f("update_ratio_peak"),
+            None if step is None else int(step),
+        )
 
 
 @dataclass
@@ -37,11 +125,14 @@ class RunResult:
     partial: bool
     problems: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    convergence: dict[str, Any] | None = None
+    convergence: Convergence | None = None
     config: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    """Numbers the batch comparisons need: ``lr`` (peak), ``update_ratio_median``,
-    ``update_ratio_peak`` and ``update_ratio_peak_step``, where known."""
+    """The run's hyperparameters (meta.json ``config``)."""
+    summary: RunSummary = field(default_factory=RunSummary)
+    charts: RunCharts | None = None
+    provenance: Provenance = field(default_factory=Provenance)
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The run's meta.json as read (validated), for the report's header and config tables."""
 
     @property
     def hints(self) -> list[Finding]:
@@ -50,6 +141,14 @@ class RunResult:
     @property
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.convergence.final_loss if self.convergence else None
+
+    @property
+    def projected_loss(self) -> float | None:
+        return self.convergence.projected_loss if self.convergence else None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = _json_safe(
@@ -62,9 +161,12 @@ class RunResult:
                 "partial": self.partial,
                 "problems": list(self.problems),
                 "findings": [f.to_json() for f in self.findings],
-                "convergence": self.convergence,
+                "convergence": self.convergence.to_json() if self.convergence else None,
                 "config": self.config,
-                "summary": self.summary,
+                "summary": self.summary.to_json(),
+                "provenance": self.provenance.to_json(),
+                "meta": self.meta,
+                "charts": self.charts.to_json() if self.charts else None,
             }
         )
         return out
@@ -72,6 +174,7 @@ class RunResult:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunResult:
         try:
+            conv, charts = d.get("convergence"), d.get("charts")
             return cls(
                 run_id=str(d["run_id"]),
                 name=str(d.get("name", "")),
@@ -81,27 +184,91 @@ class RunResult:
                 partial=bool(d.get("partial", False)),
                 problems=[str(p) for p in d.get("problems", [])],
                 findings=[Finding.from_json(f) for f in d.get("findings", [])],
-                convergence=d.get("convergence"),
+                convergence=Convergence.from_json(_unsafe(conv)) if conv else None,
                 config=dict(d.get("config") or {}),
-                summary=dict(d.get("summary") or {}),
+                summary=RunSummary.from_json(d.get("summary")),
+                charts=RunCharts.from_json(charts) if charts else None,
+                provenance=Provenance.from_json(d.get("provenance")),
+                meta=dict(d.get("meta") or {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptRunError(f"not a gradlog run result: {exc}") from exc
 
     def save(self, run_dir: Path) -> None:
         """Write ``analysis.json`` next to the run (atomically)."""
-        tmp = run_dir / f".{RESULT_FILE}.tmp"
-        tmp.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False), encoding="utf-8")
-        tmp.replace(run_dir / RESULT_FILE)
+        text = json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False)
+        write_atomic(run_dir / RESULT_FILE, text)
+
+
+def load_result(run_dir: Path) -> RunResult | None:
+    """The run's saved result, or None when there is none or it cannot be read."""
+    path = run_dir / RESULT_FILE
+    try:
+        return RunResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, RecursionError, CorruptRunError):
+        return None
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One run as the batch stage compares it."""
+
+    run_id: str
+    name: str
+    config: dict[str, Any]
+    outcome: float | None
+    """Lower is better: projected (else final) loss; inf when the run diverged or went NaN."""
+    failed: bool
+    initial_loss: float | None
+    final_loss: float | None
+    nonnegative: bool
+    lr: float | None = None
+    update_ratio_peak: float | None = None
+    update_ratio_median: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.run_id
+
+
+@dataclass(frozen=True)
+class RankEntry:
+    """A run's place in the batch ranking (lower outcome is better)."""
+
+    run_id: str
+    outcome: float
+    projected_loss: float | None
+    projected_low: float | None
+    projected_high: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = _json_safe(self.__dict__)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RankEntry:
+        d = _unsafe(d)
+
+        def f(k: str) -> float | None:
+            return None if d.get(k) is None else float(d[k])
+
+        return cls(
+            str(d["run_id"]),
+            float(d["outcome"]),
+            f("projected_loss"),
+            f("projected_low"),
+            f("projected_high"),
+        )
 
 
 @dataclass
 class BatchResult:
-    """The analysis of many runs: per-run results, all findings, ranking and sweep findings."""
+    """The analysis of many runs: per-run results, batch findings, ranking and sweep charts."""
 
     runs: list[RunResult] = field(default_factory=list)
     batch_findings: list[Finding] = field(default_factory=list)
-    ranking: list[dict[str, Any]] = field(default_factory=list)
+    ranking: list[RankEntry] = field(default_factory=list)
+    sweeps: list[SweepChart] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:
@@ -112,15 +279,20 @@ class BatchResult:
             "runs": [r.to_json() for r in self.runs],
             "findings": [f.to_json() for f in self.findings],
             "batch_findings": [f.to_json() for f in self.batch_findings],
-            "ranking": _json_safe(self.ranking),
+            "ranking": [r.to_json() for r in self.ranking],
+            "sweeps": _json_safe([s.to_json() for s in self.sweeps]),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BatchResult:
         if not isinstance(d, dict) or not isinstance(d.get("runs"), list):
             raise CorruptRunError("not a gradlog analysis result (no 'runs' list)")
-        return cls(
-            runs=[RunResult.from_json(r) for r in d["runs"]],
-            batch_findings=[Finding.from_json(f) for f in d.get("batch_findings", [])],
-            ranking=list(d.get("ranking", [])),
-        )
+        try:
+            return cls(
+                runs=[RunResult.from_json(r) for r in d["runs"]],
+                batch_findings=[Finding.from_json(f) for f in d.get("batch_findings", [])],
+                ranking=[RankEntry.from_json(r) for r in d.get("ranking", [])],
+                sweeps=[SweepChart.from_json(_unsafe(s)) for s in d.get("sweeps", [])],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRunError(f"not a gradlog analysis result: {exc}") from exc

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gradlog.analysis.detectors.update_ratio import ratio_profile
 from gradlog.analysis.frames import RunFrames
 from gradlog.analysis.groups import is_number
+from gradlog.analysis.result import RunSummary
 
 
 def peak_lr(frames: RunFrames) -> float | None:
@@ -21,15 +20,14 @@ def peak_lr(frames: RunFrames) -> float | None:
     return max(lrs) if lrs else None
 
 
-def run_summary(frames: RunFrames) -> dict[str, Any]:
-    """``lr`` (peak), ``update_ratio_median``, ``update_ratio_peak`` and its step, where known."""
-    out: dict[str, Any] = {}
-    lr = peak_lr(frames)
-    if lr is not None:
-        out["lr"] = lr
+def run_summary(frames: RunFrames) -> RunSummary:
+    """The peak learning rate and the model's update ratio (median, peak and its step)."""
     profile = ratio_profile(frames)
-    if profile is not None:
-        out["update_ratio_median"] = profile["median"]
-        out["update_ratio_peak"] = profile["peak"]
-        out["update_ratio_peak_step"] = profile["peak_step"]
-    return out
+    if profile is None:
+        return RunSummary(peak_lr(frames))
+    return RunSummary(
+        peak_lr(frames),
+        float(profile["median"]),
+        float(profile["peak"]),
+        int(profile["peak_step"]),
+    )

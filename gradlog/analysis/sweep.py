@@ -15,12 +15,13 @@ import numpy as np
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.groups import describe_fixed, is_number, is_run_key, sweep_groups
+from gradlog.analysis.result import BatchRow
 
 QUADRATIC_PARAMS = 3
 
 
-def sweep_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Finding]:
-    """Sweep findings over ``runs``: dicts with run_id, config (hyperparameters) and outcome.
+def sweep_findings(runs: list[BatchRow], cfg: AnalysisConfig) -> list[Finding]:
+    """Sweep findings over ``runs`` (their config, i.e. hyperparameters, and outcome).
 
     The outcome is lower-is-better; inf marks a failed run. For each numeric hyperparameter and
     each group of runs that differ only in it, with >= sweep_min_runs distinct values: the best
@@ -29,13 +30,10 @@ def sweep_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Find
     vertex is suggested when it lies inside the swept range and the fit's adjusted R^2 reaches
     sweep_min_r2.
     """
-    configs = [dict(r.get("config") or {}) for r in runs]
+    configs = [dict(r.config) for r in runs]
     out: list[Finding] = []
-    for key, group, fixed in sweep_sets(configs, [r.get("outcome") for r in runs], cfg):
-        pts = [
-            (float(configs[i][key]), float(runs[i]["outcome"]), str(runs[i]["run_id"]))
-            for i in group
-        ]
+    for key, group, fixed in sweep_sets(configs, [r.outcome for r in runs], cfg):
+        pts = [(float(configs[i][key]), float(runs[i].outcome or 0), runs[i].run_id) for i in group]
         finding = _sweep(key, pts, fixed, cfg)
         if finding is not None:
             out.append(finding)
@@ -68,6 +66,11 @@ def sweep_sets(
     return out
 
 
+def log_scale(values: list[float]) -> bool:
+    """Whether a hyperparameter is swept (fitted and drawn) in log10: all positive, > 10x span."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) > 10
+
+
 def _edge_hint(key: str, best_x: float, xs: np.ndarray) -> str:
     if best_x >= float(xs.max()) or best_x <= float(xs.min()):
         side = "above" if best_x >= float(xs.max()) else "below"
@@ -86,7 +89,7 @@ def _sweep(
     distinct = len(set(xs[ok].tolist()))
     if distinct < cfg.sweep_min_runs:
         return None
-    log = bool(np.all(xs > 0) and xs.max() / xs.min() > 10)
+    log = log_scale(xs.tolist())
     best_i = int(np.argmin(np.where(ok, ys, np.inf)))
     best_x, best_y = float(xs[best_i]), float(ys[best_i])
     where = f"; {fixed[:120]}" if fixed else ""

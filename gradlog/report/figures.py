@@ -14,21 +14,23 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gradlog.report.data import ExpHistogram, NormMatrix, Series, exponent_of_bin
-from gradlog.report.filters import num, plot_text
-from gradlog.schema import EXP_BINS, EXP_MIN
+from gradlog.analysis.charts import (
+    ExponentHistogram,
+    FitCurve,
+    Line,
+    NormGrid,
+    RatioChart,
+    SweepChart,
+)
+from gradlog.analysis.convergence import Convergence
+from gradlog.report.filters import SEVERITY_COLOURS, num, plot_text
 
 Figure = dict[str, Any]
-
-SEVERITY_COLOURS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+Series = Line
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ]  # fmt: skip
-
-# IEEE binary16 and bfloat16: smallest subnormal, smallest normal, largest finite (as log2).
-FP16 = {"subnormal": -24, "normal": -14, "max": math.log2(65504.0)}
-BF16 = {"subnormal": -133, "normal": -126, "max": math.log2(3.3895313892515355e38)}
 
 
 @dataclass(frozen=True)
@@ -130,22 +132,22 @@ def mark_shapes(marks: Sequence[Mark], span: float, xref: str = "x") -> list[dic
     return out
 
 
-def _positive(y: npt.NDArray[np.float64]) -> bool:
-    finite = y[np.isfinite(y)]
-    return bool(len(finite)) and bool((finite > 0).all())
+def _positive(s: Line) -> bool:
+    finite = s.finite_y()
+    return bool(finite) and min(finite) > 0
 
 
-def _wide_range(y: npt.NDArray[np.float64]) -> bool:
-    finite = y[np.isfinite(y)]
-    return _positive(y) and float(finite.max()) / float(finite.min()) > 100
+def _wide_range(s: Line) -> bool:
+    finite = s.finite_y()
+    return _positive(s) and max(finite) / min(finite) > 100
 
 
-def _line(s: Series, name: str, colour: str, **extra: Any) -> dict[str, Any]:
+def _line(s: Line, name: str, colour: str, **extra: Any) -> dict[str, Any]:
     trace: dict[str, Any] = {
         "type": "scattergl" if len(s) > 5000 else "scatter",
         "mode": "lines",
-        "x": nums(s.x),
-        "y": nums(s.y, digits=5),
+        "x": s.x,
+        "y": s.y,
         "name": name,
         "line": {"color": colour, "width": 1.5},
     }
@@ -166,23 +168,23 @@ def _lr_name(key: str, groups: int) -> str:
 
 
 def training_curves(  # noqa: PLR0917 - one argument per drawn series
-    loss: Series | None,
-    lrs: dict[str, Series],
-    grad_norm: Series | None,
-    preclip: Series | None,
+    loss: Line | None,
+    lrs: dict[str, Line],
+    grad_norm: Line | None,
+    preclip: Line | None,
     marks: Sequence[Mark],
     span: float,
 ) -> Figure | None:
     """Loss, learning rate and global gradient norm over steps, stacked, sharing the step axis."""
     rows: list[tuple[str, list[dict[str, Any]], bool]] = []
     if loss is not None:
-        rows.append(("loss", [_line(loss, "loss", PALETTE[0])], _wide_range(loss.y)))
+        rows.append(("loss", [_line(loss, "loss", PALETTE[0])], _wide_range(loss)))
     if lrs:
         traces = [
             _line(s, _lr_name(k, len(lrs)), PALETTE[2 + i % 6])
             for i, (k, s) in enumerate(lrs.items())
         ]
-        rows.append(("learning rate", traces, all(_positive(s.y) for s in lrs.values())))
+        rows.append(("learning rate", traces, all(_positive(s) for s in lrs.values())))
     if grad_norm is not None or preclip is not None:
         traces = []
         if preclip is not None:
@@ -190,7 +192,7 @@ def training_curves(  # noqa: PLR0917 - one argument per drawn series
         if grad_norm is not None:
             name = "grad norm after clipping" if preclip is not None else "global grad norm"
             traces.append(_line(grad_norm, name, PALETTE[3]))
-        log = any(_positive(t.y) for t in (grad_norm, preclip) if t is not None)
+        log = any(_positive(t) for t in (grad_norm, preclip) if t is not None)
         rows.append(("gradient L2 norm", traces, log))
     if not rows:
         return None
@@ -219,7 +221,7 @@ def training_curves(  # noqa: PLR0917 - one argument per drawn series
     return {"data": data, "layout": layout}
 
 
-def other_scalars(series: dict[str, Series]) -> Figure | None:
+def other_scalars(series: dict[str, Line]) -> Figure | None:
     """User scalars other than loss and learning rates (accuracy, ...), one line each."""
     if not series:
         return None
@@ -240,17 +242,21 @@ def _log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     return [float(v) for v in vals], [f"1e{v}" for v in vals]
 
 
-def gradient_flow(m: NormMatrix, marks: Sequence[Mark], span: float) -> Figure:
+def gradient_flow(m: NormGrid, marks: Sequence[Mark], span: float) -> Figure:
     """Tensors x steps heatmap of log10 gradient norms; dead (zero) cells grey, NaN/Inf marked."""
+    norms = np.array(
+        [[np.nan if v is None else v for v in row] for row in m.norms], dtype=np.float64
+    ).reshape(len(m.tensors), len(m.bucket_starts))
+    starts = np.array([np.nan if v is None else v for v in m.bucket_starts], dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.log10(m.norms)
+        z = np.log10(norms)
     finite = z[np.isfinite(z)]
     lo = float(finite.min()) if len(finite) else -8.0
     hi = float(finite.max()) if len(finite) else 0.0
     if hi - lo < 1:
         lo, hi = lo - 0.5, hi + 0.5
     dead_level = lo - (hi - lo) * 0.04
-    z = np.where(m.norms == 0, dead_level, z)  # zero norm: the grey bottom of the scale
+    z = np.where(norms == 0, dead_level, z)  # zero norm: the grey bottom of the scale
     frac = (lo - dead_level) / (hi - dead_level)
     colours = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]
     scale: list[list[Any]] = [[0.0, "#9e9e9e"], [frac * 0.999, "#9e9e9e"]]
@@ -261,7 +267,7 @@ def gradient_flow(m: NormMatrix, marks: Sequence[Mark], span: float) -> Figure:
     data: list[dict[str, Any]] = [
         {
             "type": "heatmap",
-            "x": nums(m.bucket_starts),
+            "x": nums(starts),
             "y": list(range(len(labels))),
             "z": nums(z, 3),
             "zmin": dead_level,
@@ -284,14 +290,13 @@ def gradient_flow(m: NormMatrix, marks: Sequence[Mark], span: float) -> Figure:
             "ygap": 0,
         }
     ]
-    bad_r, bad_c = np.nonzero(m.nonfinite)
-    if len(bad_r):
+    if m.nonfinite:
         data.append(
             {
                 "type": "scatter",
                 "mode": "markers",
-                "x": nums(m.bucket_starts[bad_c]),
-                "y": bad_r.tolist(),
+                "x": nums(starts[[c for _, c in m.nonfinite]]),
+                "y": [r for r, _ in m.nonfinite],
                 "name": "NaN/Inf in gradient",
                 "marker": {"symbol": "x", "color": "#ff1744", "size": 7},
                 "hovertemplate": "NaN/Inf gradient values<br>step %{x}<extra></extra>",
@@ -327,10 +332,9 @@ def gradient_flow(m: NormMatrix, marks: Sequence[Mark], span: float) -> Figure:
     return {"data": data, "layout": layout}
 
 
-def update_ratio(
-    ratios: dict[str, Series], ndim: dict[str, int], band: tuple[float, float], target: float
-) -> Figure | None:
-    """|update| / |param| per tensor over steps (log scale) with the healthy band around 1e-3."""
+def update_ratio(chart: RatioChart) -> Figure | None:
+    """|update| / |param| per tensor over steps (log scale) with the analysis's healthy band."""
+    ratios, ndim, band, target = chart.lines, chart.ndim, chart.band, chart.target
     if not ratios:
         return None
     data = []
@@ -393,18 +397,11 @@ def update_ratio(
     return {"data": data, "layout": layout}
 
 
-def exponent_histogram(h: ExpHistogram, shift: int) -> Figure | None:
+def exponent_histogram(h: ExponentHistogram) -> Figure | None:
     """Share of gradient values per power of two over steps, with fp16 / bf16 limits marked."""
-    counts = h.counts[:, 1 : 1 + EXP_BINS]
-    occupied = np.flatnonzero(counts.sum(axis=0) > 0)
-    if not len(occupied):
+    if not h.exponents or not h.counts:
         return None
-    k_lo = exponent_of_bin(int(occupied[0]) + 1)
-    k_hi = exponent_of_bin(int(occupied[-1]) + 1)
-    fp16_lo, fp16_hi = FP16["subnormal"] - shift, FP16["max"] - shift
-    lo = int(min(k_lo, math.floor(fp16_lo))) - 2
-    hi = int(max(k_hi, math.ceil(fp16_hi))) + 2
-    lo, hi = max(lo, EXP_MIN), min(hi, EXP_MIN + EXP_BINS - 1)
+    lo, hi = h.exponents[0], h.exponents[-1]
     colours: dict[str, Any] = {
         "zmin": -7,
         "zmax": 0,
@@ -418,9 +415,9 @@ def exponent_histogram(h: ExpHistogram, shift: int) -> Figure | None:
     data: list[dict[str, Any]] = [
         {
             "type": "heatmap",
-            "x": nums(np.append(h.steps, h.end)),
-            "y": list(range(lo, hi + 1)),
-            "z": nums(_log_share(h.counts, lo, hi), 2),
+            "x": [*h.steps, h.end],
+            "y": h.exponents,
+            "z": nums(_log_share(h.counts, h.totals), 2),
             **colours,
             "hovertemplate": "step %{x}<br>|g| in [2^%{y}, 2^(%{y}+1))<br>"
             "log10 share %{z:.2f}<extra></extra>",
@@ -428,20 +425,18 @@ def exponent_histogram(h: ExpHistogram, shift: int) -> Figure | None:
     ]
     per_tensor = len(h.tensors) > 1
     if per_tensor:
-        data.append(_per_tensor_trace(h, lo, hi, colours))
+        data.append(_per_tensor_trace(h, colours))
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    suffix = f" at loss scale 2^{shift}" if shift else ""
-    limits = [
-        ("fp16 smallest subnormal", fp16_lo, "#ff5252", "dot"),
-        ("fp16 smallest normal", FP16["normal"] - shift, "#ff5252", "dash"),
-        ("fp16 largest", fp16_hi, "#ff5252", "solid"),
-        ("bf16 smallest normal", BF16["normal"], "#ffab40", "dash"),
-        ("bf16 largest", BF16["max"], "#ffab40", "solid"),
-    ]
-    for text, k, colour, dash in limits:
-        if not lo <= k <= hi + 1:
-            continue
+    suffix = f" at loss scale 2^{h.shift}" if h.shift else ""
+    style = {
+        "fp16 smallest subnormal": "dot",
+        "fp16 smallest normal": "dash",
+        "bf16 smallest normal": "dash",
+    }
+    for mark in h.limits:
+        colour = "#ff5252" if mark.format == "fp16" else "#ffab40"
+        k = mark.exponent
         shapes.append(
             {
                 "type": "line",
@@ -451,7 +446,7 @@ def exponent_histogram(h: ExpHistogram, shift: int) -> Figure | None:
                 "x1": 1,
                 "y0": k - 0.5,
                 "y1": k - 0.5,
-                "line": {"color": colour, "width": 2, "dash": dash},
+                "line": {"color": colour, "width": 2, "dash": style.get(mark.label, "solid")},
             }
         )
         annotations.append(
@@ -460,7 +455,7 @@ def exponent_histogram(h: ExpHistogram, shift: int) -> Figure | None:
                 "yref": "y",
                 "x": 0.995,
                 "y": k - 0.5,
-                "text": f"{text}{suffix if text.startswith('fp16') else ''}",
+                "text": f"{mark.label}{suffix if mark.format == 'fp16' else ''}",
                 "showarrow": False,
                 "xanchor": "right",
                 "yanchor": "bottom",
@@ -483,25 +478,25 @@ def exponent_histogram(h: ExpHistogram, shift: int) -> Figure | None:
     return {"data": data, "layout": layout}
 
 
-def _log_share(counts: npt.NDArray[np.float64], lo: int, hi: int) -> npt.NDArray[np.float64]:
-    """log10 of each exponent bin's share of its row's values, as exponents (lo..hi) x rows."""
-    total = counts.sum(axis=1, keepdims=True)
-    sel = counts[:, 1 + lo - EXP_MIN : 2 + hi - EXP_MIN]
+def _log_share(counts: list[list[int]], totals: list[int]) -> npt.NDArray[np.float64]:
+    """log10 of each exponent's share of its column's values, as exponents x columns."""
+    c = np.asarray(counts, dtype=np.float64)
+    t = np.maximum(np.asarray(totals, dtype=np.float64), 1.0)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.log10(sel / np.maximum(total, 1))
+        share = np.log10(c / t)
     out: npt.NDArray[np.float64] = np.where(np.isfinite(share), share, np.nan).T
     return out
 
 
-def _per_tensor_trace(h: ExpHistogram, lo: int, hi: int, colours: dict[str, Any]) -> dict[str, Any]:
+def _per_tensor_trace(h: ExponentHistogram, colours: dict[str, Any]) -> dict[str, Any]:
     """The whole run's exponent histogram of each tensor: one column per tensor (starts hidden)."""
     labels = [plot_text(t, 48) for t in h.tensors]
-    cells = len(labels) * (hi - lo + 1)
+    cells = len(labels) * len(h.exponents)
     trace: dict[str, Any] = {
         "type": "heatmap",
         "x": list(range(len(labels))),
-        "y": list(range(lo, hi + 1)),
-        "z": nums(_log_share(h.tensor_counts, lo, hi), 2),
+        "y": h.exponents,
+        "z": nums(_log_share(h.tensor_counts, h.tensor_totals), 2),
         "xaxis": "x2",
         "visible": False,
         **colours,
@@ -509,7 +504,7 @@ def _per_tensor_trace(h: ExpHistogram, lo: int, hi: int, colours: dict[str, Any]
         + "<br>|g| in [2^%{y}, 2^(%{y}+1))<br>log10 share %{z:.2f}<extra></extra>",
     }
     if cells <= 20000:
-        trace["text"] = [labels] * (hi - lo + 1)
+        trace["text"] = [labels] * len(h.exponents)
     return trace
 
 
@@ -580,77 +575,62 @@ def _add_tensor_view(layout: dict[str, Any], tensors: list[str], title: str) -> 
     layout["margin"]["t"] = 86
 
 
-def _model_curve(model: str, params: Sequence[float], t: npt.NDArray[np.float64]) -> Any:
-    a, b, c = params
-    if model == "power":
-        return c + a * np.power(t + 1.0, -b)
-    return c + a * np.exp(-b * t)
-
-
-def convergence(loss: Series | None, conv: dict[str, Any] | None) -> Figure | None:
+def convergence(loss: Line, fit: FitCurve | None, conv: Convergence | None) -> Figure | None:
     """The loss, the fitted curve extended to the projection step, and the projection's band."""
-    if loss is None or not conv:
+    if conv is None:
         return None
     data: list[dict[str, Any]] = [
         _line(loss, "loss", "#90a4ae", line={"color": "#90a4ae", "width": 1})
     ]
-    model = conv.get("model")
-    fits = [f for f in conv.get("fits") or [] if isinstance(f, dict)]
-    best = next((f for f in fits if f.get("model") == model), None)
-    finite = np.isfinite(loss.y)
-    first = float(loss.x[finite][0]) if finite.any() else 0.0
-    last = float(loss.x[-1]) if len(loss) else 0.0
-    proj_step = conv.get("projected_step")
-    t0 = float(conv.get("t0", first))
-    if best is not None and isinstance(best.get("params"), list) and len(best["params"]) == 3:
-        end = float(proj_step) if isinstance(proj_step, (int, float)) else last
-        xs_fit = np.linspace(first, last, 200)
-        xs_proj = np.linspace(last, end, 100)
+    if fit is not None:
         data.append(
             {
                 "type": "scatter",
                 "mode": "lines",
-                "x": nums(xs_fit),
-                "y": nums(_model_curve(str(model), best["params"], xs_fit - t0)),
-                "name": f"fitted {model} law",
+                "x": fit.fit.x,
+                "y": fit.fit.y,
+                "name": f"fitted {fit.model} law",
                 "line": {"color": "#1565c0", "width": 2.5},
             }
         )
-        if end > last:
+        if fit.projection is not None:
             data.append(
                 {
                     "type": "scatter",
                     "mode": "lines",
-                    "x": nums(xs_proj),
-                    "y": nums(_model_curve(str(model), best["params"], xs_proj - t0)),
+                    "x": fit.projection.x,
+                    "y": fit.projection.y,
                     "name": "projection",
                     "line": {"color": "#1565c0", "width": 2, "dash": "dash"},
                 }
             )
-    pl_, lo, hi = conv.get("projected_loss"), conv.get("projected_low"), conv.get("projected_high")
-    if all(isinstance(v, (int, float)) for v in (proj_step, pl_, lo, hi)):
+    p, lo, hi = conv.projected_loss, conv.projected_low, conv.projected_high
+    if p is not None and lo is not None and hi is not None:
         data.append(
             {
                 "type": "scatter",
                 "mode": "markers",
-                "x": [proj_step],
-                "y": [pl_],
+                "x": [conv.projected_step],
+                "y": [p],
                 "name": "projected loss (95% band)",
                 "marker": {"color": "#1565c0", "size": 9, "symbol": "diamond"},
                 "error_y": {
                     "type": "data",
                     "symmetric": False,
-                    "array": [float(hi) - float(pl_)],  # type: ignore[arg-type]
-                    "arrayminus": [float(pl_) - float(lo)],  # type: ignore[arg-type]
+                    "array": [hi - p],
+                    "arrayminus": [p - lo],
                     "color": "#1565c0",
                     "thickness": 2,
                     "width": 8,
                 },
             }
         )
-    shapes = []
-    stalled = conv.get("stalled_step")
-    if isinstance(stalled, (int, float)):
+    shapes: list[dict[str, Any]] = []
+    layout = _base_layout("Convergence: loss, fitted curve and projection", 380)
+    layout["xaxis"] = _axis("optimizer step")
+    layout["yaxis"] = _axis("loss", _wide_range(loss))
+    stalled = conv.stalled_step
+    if stalled is not None:
         shapes.append(
             {
                 "type": "line",
@@ -663,11 +643,6 @@ def convergence(loss: Series | None, conv: dict[str, Any] | None) -> Figure | No
                 "line": {"color": "#ef6c00", "width": 1.5, "dash": "dot"},
             }
         )
-    layout = _base_layout("Convergence: loss, fitted curve and projection", 380)
-    layout["xaxis"] = _axis("optimizer step")
-    layout["yaxis"] = _axis("loss", _wide_range(loss.y))
-    layout["shapes"] = shapes
-    if shapes:
         layout["annotations"] = [
             {
                 "xref": "x",
@@ -681,76 +656,97 @@ def convergence(loss: Series | None, conv: dict[str, Any] | None) -> Figure | No
                 "font": {"color": "#ef6c00", "size": 11},
             }
         ]
+    layout["shapes"] = shapes
     return {"data": data, "layout": layout}
 
 
+def _y_range(lines: list[Line], log: bool) -> list[float] | None:
+    """The y range that holds ``lines`` (in log10 for a log axis), with a little margin."""
+    ys = [v for s in lines for v in s.finite_y() if (v > 0 or not log)]
+    if not ys:
+        return None
+    lo, hi = min(ys), max(ys)
+    if log:
+        lo, hi = math.log10(lo), math.log10(hi)
+    pad = (hi - lo) * 0.05 or 0.5
+    return [lo - pad, hi + pad]
+
+
 def overlay(
-    series: list[tuple[str, Series]], title: str, ytitle: str, log: bool | None = None
+    series: list[tuple[str, Line, bool]], title: str, ytitle: str, log: bool | None = None
 ) -> Figure | None:
-    """One line per run on shared axes (batch report)."""
+    """One line per run on shared axes (batch report). The y range is that of the healthy runs
+    (third element True); the others are dashed and may run off it, so that one diverged run
+    does not flatten every other curve."""
     if not series:
         return None
     data = [
         _line(
             s,
-            plot_text(name, 40),
+            plot_text(name, 40) + ("" if ok else " (off scale)"),
             PALETTE[i % len(PALETTE)],
             hovertemplate=f"{plot_text(name, 40)}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>",
+            line={
+                "color": PALETTE[i % len(PALETTE)],
+                "width": 1.5,
+                "dash": "solid" if ok else "dash",
+            },
         )
-        for i, (name, s) in enumerate(series)
+        for i, (name, s, ok) in enumerate(series)
     ]
+    healthy = [s for _, s, ok in series if ok]
     if log is None:
-        log = all(_positive(s.y) for _, s in series) and any(_wide_range(s.y) for _, s in series)
+        log = all(_positive(s) for s in healthy or [s for _, s, _ in series]) and any(
+            _wide_range(s) for s in healthy
+        )
     layout = _base_layout(title, 400)
     layout["xaxis"] = _axis("optimizer step")
     layout["yaxis"] = _axis(ytitle, log)
+    if healthy and len(healthy) < len(series):
+        rng = _y_range(healthy, log)
+        if rng is not None:
+            layout["yaxis"]["range"] = rng
     layout["legend"] = {"orientation": "v", "x": 1.02, "y": 1, "font": {"size": 11}}
     layout["margin"]["r"] = 200
     return {"data": data, "layout": layout}
 
 
-def sweep(
-    key: str,
-    points: list[tuple[float, float | None, str]],
-    evidence: dict[str, Any] | None,
-) -> Figure:
+def sweep(s: SweepChart) -> Figure:
     """Outcome (projected or final loss) against one hyperparameter, with the fitted best value."""
-    ok = [(x, y, n) for x, y, n in points if y is not None and math.isfinite(y)]
-    failed = [(x, n) for x, y, n in points if y is not None and not math.isfinite(y)]
-    xs = [p[0] for p in points]
-    log = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 10
+    key = s.key
+    ok = [p for p in s.points if p.outcome is not None]
+    failed = [p for p in s.points if p.outcome is None]
     data: list[dict[str, Any]] = [
         {
             "type": "scatter",
             "mode": "markers",
-            "x": [p[0] for p in ok],
-            "y": [p[1] for p in ok],
-            "text": [plot_text(p[2], 40) for p in ok],
+            "x": [p.value for p in ok],
+            "y": [p.outcome for p in ok],
+            "text": [plot_text(p.run, 40) for p in ok],
             "name": "runs",
             "marker": {"size": 10, "color": "#1565c0"},
             "hovertemplate": "%{text}<br>" + plot_text(key, 30) + " = %{x:.3g}<br>"
             "outcome %{y:.4g}<extra></extra>",
         }
     ]
-    ys = [p[1] for p in ok]
     if failed:
-        top = max(ys) if ys else 1.0
+        top = max((p.outcome for p in ok if p.outcome is not None), default=1.0)
         data.append(
             {
                 "type": "scatter",
                 "mode": "markers",
-                "x": [p[0] for p in failed],
+                "x": [p.value for p in failed],
                 "y": [top] * len(failed),
-                "text": [plot_text(p[1], 40) for p in failed],
+                "text": [plot_text(p.run, 40) for p in failed],
                 "name": "diverged / NaN",
-                "marker": {"size": 11, "color": "#c62828", "symbol": "x"},
+                "marker": {"size": 11, "color": SEVERITY_COLOURS["error"], "symbol": "x"},
                 "hovertemplate": "%{text}: diverged<extra></extra>",
             }
         )
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    best = (evidence or {}).get("suggested_value")
-    if isinstance(best, (int, float)) and math.isfinite(best):
+    best = s.suggested_value
+    if best is not None and math.isfinite(best):
         shapes.append(
             {
                 "type": "line",
@@ -767,7 +763,7 @@ def sweep(
             {
                 "xref": "x",
                 "yref": "paper",
-                "x": math.log10(best) if log else best,
+                "x": math.log10(best) if s.log_scale else best,
                 "y": 1,
                 "text": f"fitted best {plot_text(key, 30)} = {num(float(best), 3)}",
                 "showarrow": False,
@@ -777,7 +773,7 @@ def sweep(
             }
         )
     layout = _base_layout(f"Sweep: outcome against {plot_text(key, 40)}", 360)
-    layout["xaxis"] = _axis(plot_text(key, 40), log)
+    layout["xaxis"] = _axis(plot_text(key, 40), s.log_scale)
     layout["yaxis"] = _axis("projected (else final) loss; lower is better")
     layout["shapes"] = shapes
     layout["annotations"] = annotations

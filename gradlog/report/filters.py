@@ -14,6 +14,10 @@ from typing import Any
 
 from markupsafe import Markup
 
+SEVERITY_COLOURS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+"""The one definition of the severity colours: charts, finding links and (via the template's
+data attributes) the page script use it; the stylesheet's badges match it."""
+
 MAX_TEXT = 300
 """User strings longer than this are cut for display (the length is said)."""
 

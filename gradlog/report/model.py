@@ -1,7 +1,8 @@
 """What a report shows, as data: a run's or a batch's sections, charts and findings.
 
-Built from an analysis result (saved or fresh) and the run's Parquet; rendered by the templates.
-Nothing here is markup: strings are plain text, figures are plotly dicts.
+Built from analysis results only (:mod:`gradlog.analysis.result`): nothing here reads a run or
+derives a statistic; it picks what to show and in which order. Nothing here is markup: strings are
+plain text, figures are plotly dicts.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from gradlog.analysis import AnalysisConfig, Finding, Kind, RunResult
-from gradlog.report import data, figures
-from gradlog.report.data import RunSource, Series
+from gradlog.analysis.charts import Line
+from gradlog.analysis.convergence import Convergence
+from gradlog.analysis.findings import Finding, Kind, Severity
+from gradlog.analysis.result import BatchResult, RunResult
+from gradlog.report import figures
 from gradlog.report.figures import Figure, Mark
 
 CHART_FOR_KIND: dict[Kind, str] = {
@@ -40,7 +41,8 @@ CHART_FOR_KIND: dict[Kind, str] = {
 }
 """Which chart shows the evidence of a finding of each kind (chart ids of the run page)."""
 
-SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+FIXED_COLUMNS = ("run", "status", "steps", "final loss", "projected loss", "worst finding")
+"""Columns of the batch table; a hyperparameter of the same name is shown as ``config: name``."""
 
 
 @dataclass
@@ -71,22 +73,60 @@ class FindingView:
 class RunReport:
     """Everything a run page shows."""
 
-    run_id: str
-    name: str
-    status: str
-    steps: int
-    partial: bool
-    meta: dict[str, Any]
-    config: dict[str, Any]
-    problems: list[str]
+    result: RunResult
     findings: list[FindingView]
     hints: list[FindingView]
     charts: list[Chart]
-    convergence: dict[str, Any] | None
-    final_loss: float | None = None
-    projected_loss: float | None = None
-    loss_series: Series | None = None
-    norm_series: Series | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.result.run_id
+
+    @property
+    def name(self) -> str:
+        return self.result.name
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def steps(self) -> int:
+        return self.result.steps
+
+    @property
+    def partial(self) -> bool:
+        return self.result.partial
+
+    @property
+    def problems(self) -> list[str]:
+        return self.result.problems
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.result.meta
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.result.config
+
+    @property
+    def convergence(self) -> Convergence | None:
+        return self.result.convergence
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.result.final_loss
+
+    @property
+    def projected_loss(self) -> float | None:
+        return self.result.projected_loss
+
+    @property
+    def loss_window(self) -> str:
+        """What the final loss is a median of, for its label."""
+        c = self.result.convergence
+        return f"median of the last {c.final_window} logged losses" if c else "final loss"
 
     @property
     def duration_s(self) -> float | None:
@@ -97,9 +137,11 @@ class RunReport:
         return None
 
     @property
-    def worst(self) -> str | None:
-        sev = [f.severity for f in self.findings]
-        return min(sev, key=lambda s: SEVERITY_ORDER[s]) if sev else None
+    def worst(self) -> FindingView | None:
+        return self.findings[0] if self.findings else None
+
+    def count(self, severity: str) -> int:
+        return sum(1 for v in self.findings if v.severity == severity)
 
     def chart(self, chart_id: str) -> Chart | None:
         return next((c for c in self.charts if c.id == chart_id), None)
@@ -123,10 +165,14 @@ class BatchReport:
     charts: list[Chart]
     findings: list[Finding]
 
+    def column(self, key: str) -> str:
+        """A hyperparameter's column heading (prefixed where it clashes with a fixed one)."""
+        return f"config: {key}" if key in FIXED_COLUMNS else key
+
 
 def _sort_key(f: Finding) -> tuple[int, int, str]:
     start = f.step_start if f.step_start is not None else -1
-    return (SEVERITY_ORDER.get(f.severity.value, 3), start, f.detector)
+    return (-f.severity.rank, start, f.detector)
 
 
 def _chart_for(f: Finding) -> str:
@@ -147,58 +193,28 @@ def _marks(views: list[FindingView], chart: str) -> list[Mark]:
     return out
 
 
-def _final_loss(loss: Series | None, conv: dict[str, Any] | None) -> float | None:
-    """The analysis's final loss (median of the last 5%: one batch's loss is noise), else the
-    last logged value."""
-    final = (conv or {}).get("final_loss")
-    if isinstance(final, (int, float)) and not isinstance(final, bool):
-        return float(final)
-    return _final(loss)
+def _span(*lines: Line | None) -> float:
+    xs = [x for line in lines if line is not None for x in line.x if x is not None]
+    return float(max(xs) - min(xs)) if xs else 1.0
 
 
-def _final(s: Series | None) -> float | None:
-    if s is None or not len(s):
-        return None
-    finite = s.y[np.isfinite(s.y)]
-    return float(finite[-1]) if len(finite) else math.nan
-
-
-def split_scalars(
-    scalars: dict[str, Series], loss_name: str
-) -> tuple[Series | None, dict[str, Series], Series | None, dict[str, Series]]:
-    """(loss, learning rates, pre-clip grad norm, other scalars) from all logged scalars."""
-    loss = scalars.get(loss_name)
-    lrs = {k: v for k, v in scalars.items() if k.startswith("lr/")}
-    preclip = scalars.get("grad_norm_preclip")
-    rest = {
-        k: v
-        for k, v in scalars.items()
-        if k != loss_name and k not in lrs and k != "grad_norm_preclip"
-    }
-    return loss, lrs, preclip, rest
-
-
-def build_run_report(
-    src: RunSource, result: RunResult, config: AnalysisConfig | None = None
-) -> RunReport:
-    """Read what the charts need from the run and put it next to its analysis."""
-    cfg = config or AnalysisConfig()
+def run_report(result: RunResult) -> RunReport:
+    """The run page of ``result``."""
     ordered = sorted(result.findings, key=_sort_key)
     views = [FindingView(f, _chart_for(f), i) for i, f in enumerate(ordered)]
     findings = [v for v in views if not v.finding.detector.startswith("hint.")]
     hints = [v for v in views if v.finding.detector.startswith("hint.")]
     for v in hints:
         v.chart = "convergence"
-
-    scalars = data.scalar_series(src)
-    steps = data.step_series(src)
-    loss, lrs, preclip, rest = split_scalars(scalars, cfg.loss_name)
-    xs = [s.x for s in (loss, steps.get("grad_norm")) if s is not None and len(s)]
-    span = float(max(x[-1] for x in xs) - min(x[0] for x in xs)) if xs else 1.0
-
+    c = result.charts
     charts: list[Chart] = []
-    curves = figures.training_curves(
-        loss, lrs, steps.get("grad_norm"), preclip, _marks(views, "curves"), span
+    span = _span(c.loss, c.grad_norm) if c else 1.0
+    curves = (
+        figures.training_curves(
+            c.loss, c.lrs, c.grad_norm, c.preclip, _marks(views, "curves"), span
+        )
+        if c
+        else None
     )
     charts.append(
         Chart(
@@ -211,9 +227,7 @@ def build_run_report(
             "" if curves else "No loss, learning rate or gradient norm was recorded.",
         )
     )
-    tv = data.tensor_views(src)
-    matrix = tv.matrix
-    flow = figures.gradient_flow(matrix, _marks(views, "flow"), span) if matrix else None
+    flow = figures.gradient_flow(c.flow, _marks(views, "flow"), span) if c and c.flow else None
     charts.append(
         Chart(
             "flow",
@@ -226,30 +240,28 @@ def build_run_report(
             "" if flow else "No per-tensor gradient statistics were recorded.",
         )
     )
-    ratio_fig = figures.update_ratio(
-        tv.ratios,
-        tv.ndim,
-        (cfg.update_ratio_low, cfg.update_ratio_high),
-        cfg.update_ratio_target,
+    ratios = c.ratios if c else None
+    ratio_fig = figures.update_ratio(ratios) if ratios else None
+    band = (
+        f"The shaded band ({ratios.band[0]:g} to {ratios.band[1]:g}) is the range the analysis "
+        f"treats as healthy; about {ratios.target:g} is the usual rule of thumb. "
+        if ratios
+        else ""
     )
     charts.append(
         Chart(
             "ratio",
             "Update-to-weight ratio",
-            f"Norm of each optimizer update over the norm of the weights it changed. The shaded "
-            f"band ({cfg.update_ratio_low:g} to {cfg.update_ratio_high:g}) is the range the "
-            f"analysis treats as healthy; about {cfg.update_ratio_target:g} is the usual rule "
-            f"of thumb. Far below: the tensor barely learns; far above: the learning rate is "
-            f"too high for it. Biases and norm layers start hidden (click the legend).",
+            "Norm of each optimizer update over the norm of the weights it changed. "
+            f"{band}Far below: the tensor barely learns; far above: the learning rate is too high "
+            "for it. Biases and norm layers start hidden (click the legend).",
             ratio_fig,
             ""
             if ratio_fig
             else "Parameter and update statistics were not recorded (Recorder params=/updates=).",
         )
     )
-    hist = data.exponent_histogram(src)
-    shift = data.loss_scale_shift(steps)
-    hist_fig = figures.exponent_histogram(hist, shift) if hist else None
+    hist_fig = figures.exponent_histogram(c.hist) if c and c.hist else None
     charts.append(
         Chart(
             "hist",
@@ -264,7 +276,9 @@ def build_run_report(
             "" if hist_fig else "No gradient exponent histograms were recorded (Recorder hists=).",
         )
     )
-    conv_fig = figures.convergence(loss, result.convergence)
+    conv_fig = (
+        figures.convergence(c.loss, c.fit, result.convergence) if c and c.loss is not None else None
+    )
     charts.append(
         Chart(
             "convergence",
@@ -275,30 +289,10 @@ def build_run_report(
             "" if conv_fig else "Too few loss values to fit a trend.",
         )
     )
-    other = figures.other_scalars(rest)
+    other = figures.other_scalars(c.others) if c else None
     if other:
         charts.append(Chart("scalars", "Other logged scalars", "", other))
-
-    conv = result.convergence or {}
-    projected = conv.get("projected_loss")
-    return RunReport(
-        run_id=result.run_id or str(src.meta.get("run_id", src.path.name)),
-        name=result.name or str(src.meta.get("name", "")),
-        status=result.status or src.status,
-        steps=result.steps,
-        partial=result.partial,
-        meta=src.meta,
-        config=dict(src.meta.get("config") or result.config or {}),
-        problems=list(result.problems),
-        findings=findings,
-        hints=hints,
-        charts=charts,
-        convergence=result.convergence,
-        final_loss=_final_loss(loss, result.convergence),
-        projected_loss=float(projected) if isinstance(projected, (int, float)) else None,
-        loss_series=loss,
-        norm_series=steps.get("grad_norm"),
-    )
+    return RunReport(result, findings, hints, charts)
 
 
 def varying_keys(configs: list[dict[str, Any]], limit: int = 6) -> list[str]:
@@ -308,3 +302,68 @@ def varying_keys(configs: list[dict[str, Any]], limit: int = 6) -> list[str]:
         keys += [str(k) for k in c if str(k) not in keys]
     varying = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1 and len(configs) > 1]
     return (varying or keys)[:limit]
+
+
+def _healthy(r: RunResult) -> bool:
+    c = r.convergence
+    bad = {Kind.DIVERGENCE, Kind.NONFINITE}
+    failed = any(f.kind in bad and f.severity is Severity.ERROR for f in r.findings)
+    return not failed and not (c is not None and (c.diverged or c.ended_nonfinite))
+
+
+def batch_charts(result: BatchResult) -> list[Chart]:
+    """The batch page's overlays (loss, gradient norm) and one chart per recognised sweep."""
+    loss = [
+        (r.name or r.run_id, r.charts.loss, _healthy(r))
+        for r in result.runs
+        if r.charts and r.charts.loss and len(r.charts.loss)
+    ]
+    norm = [
+        (r.name or r.run_id, r.charts.grad_norm, _healthy(r))
+        for r in result.runs
+        if r.charts and r.charts.grad_norm and len(r.charts.grad_norm)
+    ]
+    loss_fig = figures.overlay(loss, "Loss of every run", "loss")
+    norm_fig = figures.overlay(norm, "Global gradient norm of every run", "gradient L2 norm", True)
+    off = [name for name, _, ok in loss if not ok]
+    charts = [
+        Chart(
+            "loss",
+            "Loss",
+            "Each run's loss over optimizer steps (min/max envelope). The y range covers the "
+            "healthy runs"
+            + (
+                f"; runs that diverged or went NaN ({', '.join(off[:6])}) are dashed and may leave "
+                "it."
+                if off
+                else "."
+            ),
+            loss_fig,
+            "" if loss_fig else "No run logged a loss.",
+        ),
+        Chart(
+            "norm",
+            "Gradient norm",
+            "Each run's global gradient L2 norm (log scale).",
+            norm_fig,
+            "" if norm_fig else "No run recorded gradient norms.",
+        ),
+    ]
+    for i, s in enumerate(result.sweeps):
+        title = f"Sweep over {s.key[:40]}" + (f" ({s.fixed[:60]})" if s.fixed else "")
+        charts.append(Chart(f"sweep-{i}", title, s.caption, figures.sweep(s)))
+    return charts
+
+
+def batch_report(result: BatchResult, links: list[str], reports: list[RunReport]) -> BatchReport:
+    """The batch page: one row per run (linking its page), overlays, sweeps, batch findings."""
+    rows = [
+        RunRow(rep, link, dict(r.config))
+        for r, rep, link in zip(result.runs, reports, links, strict=True)
+    ]
+    keys = varying_keys([r.hyper for r in rows])
+    return BatchReport(rows, keys, batch_charts(result), list(result.batch_findings))
+
+
+def finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)

@@ -10,8 +10,11 @@ import jinja2
 from markupsafe import Markup
 
 from gradlog import __version__
-from gradlog.report.filters import FILTERS
+from gradlog.report.filters import FILTERS, SEVERITY_COLOURS
 from gradlog.report.model import BatchReport, RunReport
+
+PLOTLY_FILE = "plotly.min.js"
+"""The one copy of plotly.js a batch report writes beside its pages."""
 
 
 @cache
@@ -25,6 +28,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(FILTERS)
+    env.globals["severity_colours"] = SEVERITY_COLOURS
     return env
 
 
@@ -42,22 +46,24 @@ def plotly_js() -> str:
     return js.replace("</script", "<\\/script").replace("<!--", "<\\!--")
 
 
-def _assets() -> dict[str, Any]:
+def _assets(plotly_src: str | None) -> dict[str, Any]:
     return {
         "css": Markup(_static("report.css")),
         "js": Markup(_static("report.js")),
-        "plotly_js": Markup(plotly_js()),
+        "plotly_js": Markup(plotly_js()) if plotly_src is None else None,
+        "plotly_src": plotly_src,
         "gradlog_version": __version__,
     }
 
 
-def render_run(report: RunReport, *, back_link: str | None = None) -> str:
-    """The HTML page of one run."""
-    return (
-        environment().get_template("run.html.j2").render(r=report, back_link=back_link, **_assets())
-    )
+def render_run(
+    report: RunReport, *, back_link: str | None = None, plotly_src: str | None = None
+) -> str:
+    """The HTML page of one run; plotly.js inlined unless ``plotly_src`` names a shared copy."""
+    template = environment().get_template("run.html.j2")
+    return template.render(r=report, back_link=back_link, **_assets(plotly_src))
 
 
-def render_batch(report: BatchReport) -> str:
+def render_batch(report: BatchReport, *, plotly_src: str | None = None) -> str:
     """The HTML page of a batch of runs."""
-    return environment().get_template("batch.html.j2").render(b=report, **_assets())
+    return environment().get_template("batch.html.j2").render(b=report, **_assets(plotly_src))

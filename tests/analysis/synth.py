@@ -159,3 +159,22 @@ def make_run(
             hrows["bins"].append(bins)
         write_table(run, HISTS, hrows, rank)
     return run
+
+
+def batch_row(d: dict[str, Any]) -> Any:
+    """A BatchRow from a dict of its fields (tests write rows as dicts; defaults filled in)."""
+    from gradlog.analysis.result import BatchRow
+
+    return BatchRow(
+        run_id=str(d["run_id"]),
+        name=str(d.get("name", "")),
+        config=dict(d.get("config") or {}),
+        outcome=d.get("outcome"),
+        failed=bool(d.get("failed", False)),
+        initial_loss=d.get("initial_loss"),
+        final_loss=d.get("final_loss"),
+        nonnegative=bool(d.get("nonnegative", False)),
+        lr=d.get("lr"),
+        update_ratio_peak=d.get("update_ratio_peak"),
+        update_ratio_median=d.get("update_ratio_median"),
+    )

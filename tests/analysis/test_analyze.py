@@ -36,9 +36,7 @@ def test_batch_with_bad_runs_is_partial_not_fatal(tmp_path: Path) -> None:
     assert by["missing"].status == "missing"
     assert not by["r0"].partial
     assert (tmp_path / "r0" / "analysis.json").is_file()
-    assert (
-        res.ranking[0]["run_id"] == "r2" or res.ranking[0]["outcome"] <= res.ranking[-1]["outcome"]
-    )
+    assert res.ranking[0].run_id == "r2" or res.ranking[0].outcome <= res.ranking[-1].outcome
     doc = json.loads(json.dumps(res.to_json(), allow_nan=False))
     assert BatchResult.from_json(doc).to_json() == doc
     assert {"runs", "findings"} <= set(doc)
@@ -82,8 +80,9 @@ def test_recorded_run(tmp_path: Path) -> None:
     (run,) = res.runs
     assert run.steps == 40, run.problems
     assert not run.partial, run.problems
-    dead = {f.tensor for f in run.findings if f.kind.value == "dead"}
-    assert dead == {"unused.weight", "unused.bias"}
+    (dead,) = [f for f in run.findings if f.kind.value == "dead"]  # one finding, grouped
+    assert set(dead.tensors) == {"unused.weight", "unused.bias"}
+    assert dead.tensor in dead.tensors
     assert not [f for f in run.findings if f.severity.value == "error"]
 
 
@@ -136,8 +135,8 @@ def test_a_stalled_run_is_flagged_in_the_run_and_against_its_siblings(tmp_path: 
     res = analyze([tmp_path])
     by = {r.run_id: r for r in res.runs}
     stuck = by["cnn-lr-0.03"]
-    assert stuck.summary["lr"] == 0.03
-    assert stuck.summary["update_ratio_peak"] == pytest.approx(1.0)
+    assert stuck.summary.lr == 0.03
+    assert stuck.summary.update_ratio_peak == pytest.approx(1.0)
     assert [f.kind.value for f in stuck.findings if f.severity.value == "warning"] == ["plateau"]
     assert not [f for f in by["cnn-lr-0.003"].findings if f.severity.value != "info"]
     kinds = {(f.detector, f.kind.value, f.run) for f in res.batch_findings}
@@ -166,8 +165,8 @@ def test_the_sample_scenarios_are_no_sweep() -> None:
     assert len(res.runs) == 9
     assert res.batch_findings == []
     for r in res.runs:
-        c = r.convergence or {}
-        if c.get("projected_loss") is not None:
-            assert c["t0"] == 0.0
-            assert c["nonnegative"] is True
-            assert 0 <= c["projected_low"] <= c["projected_loss"] <= c["projected_high"]
+        c = r.convergence
+        if c is not None and c.projected_loss is not None:
+            assert c.t0 == 0.0
+            assert c.nonnegative is True
+            assert 0 <= (c.projected_low or 0) <= c.projected_loss <= (c.projected_high or 0)

@@ -3,6 +3,7 @@ import pytest
 
 from gradlog.analysis import AnalysisConfig
 from gradlog.analysis.convergence import (
+    Convergence,
     _exp,
     _power,
     change_points,
@@ -16,10 +17,11 @@ def test_power_law_recovered(rng: np.random.Generator) -> None:
     y = 0.5 + 3.0 * (t + 1.0) ** -0.7 + rng.normal(0, 1e-3, len(t))
     c = fit_convergence(t, y, AnalysisConfig())
     assert c is not None
-    assert c["model"] == "power"
+    assert c.model == "power"
     true = 0.5 + 3.0 * (t[-1] + 2000 + 1.0) ** -0.7
-    assert c["projected_loss"] == pytest.approx(true, abs=0.01)
-    assert c["projected_low"] <= c["projected_loss"] <= c["projected_high"]
+    assert c.projected_loss == pytest.approx(true, abs=0.01)
+    low, mid, high = _band(c)
+    assert low <= mid <= high
 
 
 def test_exponential_and_stall(rng: np.random.Generator) -> None:
@@ -27,8 +29,9 @@ def test_exponential_and_stall(rng: np.random.Generator) -> None:
     y = 1.0 + 2.0 * np.exp(-t / 50.0) + rng.normal(0, 1e-4, len(t))
     c = fit_convergence(t, y, AnalysisConfig())
     assert c is not None
-    assert c["model"] == "exponential"
-    assert 100 <= c["stalled_step"] <= 500
+    assert c.model == "exponential"
+    assert c.stalled_step is not None
+    assert 100 <= c.stalled_step <= 500
 
 
 def test_change_point() -> None:
@@ -55,13 +58,14 @@ def test_nonnegative_loss_is_never_projected_below_zero(rng: np.random.Generator
         y = 2.3 * (t + 1.0) ** -1.3 * noise
         c = fit_convergence(t, y, AnalysisConfig())
         assert c is not None
-        assert c["nonnegative"] is True
-        assert all(f["asymptote"] >= 0 and f["low"] >= 0 for f in c["fits"])
-        assert 0 <= c["projected_low"] <= c["projected_loss"] <= c["projected_high"]
+        assert c.nonnegative is True
+        assert all(f.asymptote >= 0 and f.low >= 0 for f in c.fits)
+        low, mid, high = _band(c)
+        assert 0 <= low <= mid <= high
     t, y = _noisy_ce(rng)
     c = fit_convergence(t, y, AnalysisConfig())
     assert c is not None
-    assert c["projected_low"] >= 0
+    assert _band(c)[0] >= 0
 
 
 def test_projection_follows_the_median_not_the_noisy_mean() -> None:
@@ -72,9 +76,9 @@ def test_projection_follows_the_median_not_the_noisy_mean() -> None:
         c = fit_convergence(t, y, AnalysisConfig())
         assert c is not None
         true_now = 0.01 + 2.3 * np.exp(-t[-1] / 6.0)  # = the true projection, ~0.01
-        assert c["final_loss"] == pytest.approx(true_now, rel=0.6)
-        assert 0.3 * true_now <= c["projected_loss"] <= 1.2 * true_now
-        assert c["projected_low"] <= true_now <= c["projected_high"]
+        assert c.final_loss == pytest.approx(true_now, rel=0.6)
+        assert 0.3 * true_now <= c.projected_loss <= 1.2 * true_now
+        assert c.projected_low <= true_now <= c.projected_high
 
 
 def test_final_loss_is_the_last_windows_median() -> None:
@@ -83,8 +87,8 @@ def test_final_loss_is_the_last_windows_median() -> None:
     y[-1] = 50.0  # one bad batch at the end
     c = fit_convergence(t, y, AnalysisConfig())
     assert c is not None
-    assert c["final_loss"] == 0.5
-    assert c["initial_loss"] == 0.5
+    assert c.final_loss == 0.5
+    assert c.initial_loss == 0.5
 
 
 def test_initial_level_is_the_loss_before_any_update() -> None:
@@ -99,10 +103,10 @@ def test_t0_redraws_the_fitted_curve() -> None:
     y = 0.3 + 2.0 * np.exp(-(t - 500) / 80.0)
     c = fit_convergence(t, y, AnalysisConfig())
     assert c is not None
-    assert c["t0"] == 500.0
-    best = next(f for f in c["fits"] if f["model"] == c["model"])
-    fn = _exp if c["model"] == "exponential" else _power
-    assert fn(t - c["t0"], *best["params"]) == pytest.approx(y, abs=0.01)
+    assert c.t0 == 500.0
+    best = next(f for f in c.fits if f.model == c.model)
+    fn = _exp if c.model == "exponential" else _power
+    assert fn(t - c.t0, *best.params) == pytest.approx(y, abs=0.01)
 
 
 def test_negative_losses_are_not_bounded() -> None:
@@ -110,9 +114,9 @@ def test_negative_losses_are_not_bounded() -> None:
     y = -1.0 + np.exp(-t / 40.0)  # e.g. a negative log-likelihood of a density
     c = fit_convergence(t, y, AnalysisConfig())
     assert c is not None
-    assert c["nonnegative"] is False
-    assert c["projected_loss"] == pytest.approx(-1.0, abs=0.01)
-    assert c["projected_low"] < 0
+    assert c.nonnegative is False
+    assert c.projected_loss == pytest.approx(-1.0, abs=0.01)
+    assert _band(c)[0] < 0
 
 
 def test_a_loss_that_ended_above_its_start_is_not_projected() -> None:
@@ -120,6 +124,14 @@ def test_a_loss_that_ended_above_its_start_is_not_projected() -> None:
     y = 0.7 * np.exp(t / 6.0)  # diverging
     c = fit_convergence(t, y, AnalysisConfig())
     assert c is not None
-    assert c["projected_loss"] is None
-    assert c["model"] is None
-    assert c["final_loss"] > c["initial_loss"]
+    assert c.projected_loss is None
+    assert c.model is None
+    assert c.final_loss > c.initial_loss
+
+
+def _band(c: Convergence) -> tuple[float, float, float]:
+    """(low, projected, high) of a projected curve."""
+    assert c.projected_low is not None
+    assert c.projected_loss is not None
+    assert c.projected_high is not None
+    return c.projected_low, c.projected_loss, c.projected_high

@@ -94,3 +94,32 @@ def test_detector_columns_only(tmp_path: Path) -> None:
     assert f.grad.columns == ["step", "tensor", *DETECTOR_COLUMNS]
     with pytest.raises(ConfigError, match=r"unknown frame columns \['nope'\]"):
         build_frames(load_run(tmp_path / "r"), ["nope"])
+
+
+def test_giant_runs_are_bucketed_keeping_spikes(tmp_path: Path) -> None:
+    """Over ``exact_rows`` the frames hold buckets of steps: the largest norm (spikes survive),
+    RMS over every element, zero fractions and non-finite counts summed."""
+    n = 400
+    norms = np.full(n, 2.0)
+    norms[123] = 50.0  # a one-step spike
+    make_run(
+        tmp_path,
+        "r",
+        {"a": norms, "b": np.ones(n)},
+        param_norms={"a": np.ones(n), "b": np.ones(n)},
+        update_norms={"a": np.full(n, 1e-3), "b": np.full(n, 1e-2)},
+        numel=4,
+    )
+    exact = build_frames(load_run(tmp_path / "r"), DETECTOR_COLUMNS)
+    f = build_frames(load_run(tmp_path / "r"), DETECTOR_COLUMNS, exact_rows=10)
+    assert exact.resolution == 1
+    assert f.resolution > 1
+    assert f.grad.height < exact.grad.height
+    a = f.grad.filter(pl.col("tensor").cast(pl.String) == "a").sort("step")
+    assert float(a["norm"].max()) == pytest.approx(50.0)  # type: ignore[arg-type]
+    spike_bucket = (123 // f.resolution) * f.resolution
+    assert a.filter(pl.col("step") == spike_bucket)["norm"].item() == pytest.approx(50.0)
+    rms = exact.grad.filter(pl.col("tensor").cast(pl.String) == "a")["rms"].to_numpy()
+    assert a["rms"][0] == pytest.approx(np.sqrt(np.mean(rms[: f.resolution] ** 2)))
+    ratio = f.update.filter(pl.col("tensor").cast(pl.String) == "b")["ratio"]
+    assert ratio.to_numpy() == pytest.approx(1e-2)

@@ -3,7 +3,13 @@ from typing import Any
 import pytest
 
 from gradlog.analysis import AnalysisConfig
-from gradlog.analysis.outliers import outlier_findings
+from gradlog.analysis.findings import Finding
+from gradlog.analysis.outliers import outlier_findings as _outlier_findings
+from tests.analysis.synth import batch_row
+
+
+def outlier_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Finding]:
+    return _outlier_findings([batch_row(r) for r in runs], cfg)
 
 
 def _run(run_id: str, lr: float, final: float, **kw: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from gradlog.analysis.detectors.update_ratio import ratio_profile
+from gradlog.analysis.result import RunSummary
 from gradlog.analysis.summary import peak_lr, run_summary
 from tests.analysis.synth import FramesOf
 
@@ -21,7 +22,7 @@ def test_update_ratio_profile_and_peak_lr(frames_of: FramesOf) -> None:
     assert profile["peak_step"] == 0
     assert profile["median"] == pytest.approx(1.5e-3)
     assert peak_lr(f) == pytest.approx(0.03)  # the schedule's peak, not its start
-    assert run_summary(f)["update_ratio_peak"] == pytest.approx(0.6)
+    assert run_summary(f).update_ratio_peak == pytest.approx(0.6)
 
 
 def test_summary_without_updates_or_lr_scalar(frames_of: FramesOf) -> None:
@@ -30,4 +31,4 @@ def test_summary_without_updates_or_lr_scalar(frames_of: FramesOf) -> None:
         optimizer={"class": "SGD", "param_groups": [{"lr": 0.1}, {"lr": 0.5}]},
     )
     assert ratio_profile(f) is None
-    assert run_summary(f) == {"lr": 0.5}
+    assert run_summary(f) == RunSummary(lr=0.5)

@@ -4,7 +4,13 @@ from typing import Any
 import pytest
 
 from gradlog.analysis import AnalysisConfig
-from gradlog.analysis.sweep import sweep_findings
+from gradlog.analysis.findings import Finding
+from gradlog.analysis.sweep import sweep_findings as _sweep_findings
+from tests.analysis.synth import batch_row
+
+
+def sweep_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Finding]:
+    return _sweep_findings([batch_row(r) for r in runs], cfg)
 
 
 def test_quadratic_in_log_lr() -> None:
@@ -25,7 +31,7 @@ def test_quadratic_in_log_lr() -> None:
     assert f.evidence["optimum_inside"] == 1
 
 
-def _runs(lrs: list[float], outcomes: list[float], **config: object) -> list[dict[str, object]]:
+def _runs(lrs: list[float], outcomes: list[float], **config: object) -> list[dict[str, Any]]:
     return [
         {"run_id": f"r{i}-{config}", "config": {"lr": lr, **config, "seed": i}, "outcome": y}
         for i, (lr, y) in enumerate(zip(lrs, outcomes, strict=True))

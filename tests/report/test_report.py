@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from gradlog.analysis import current as results_mod
 from gradlog.cli import main
 from gradlog.errors import ConfigError, RunNotFoundError
 from gradlog.report import build_report
-from gradlog.report import results as results_mod
 from tests.report.conftest import BIG, EVIL
 
 

@@ -49,10 +49,9 @@
     var full = chart._fullLayout && chart._fullLayout.xaxis ? chart._fullLayout.xaxis : null;
     var span = full && full.range ? Math.abs(full.range[1] - full.range[0]) : (end - start + 1);
     var pad = Math.max((end - start) * 0.5, span * 0.02, 2);
-    var colours = { error: "#c62828", warning: "#ef6c00", info: "#1565c0" };
     var highlight = {
       type: "rect", xref: "x", yref: "paper", x0: start - 0.5, x1: end + 0.5, y0: 0, y1: 1,
-      fillcolor: colours[a.getAttribute("data-severity")] || "#888", opacity: 0.3,
+      fillcolor: a.getAttribute("data-colour") || "#888", opacity: 0.3,
       line: { width: 2, color: "#000" }, layer: "above"
     };
     var shapes = state.charts[chart.id].shapes.concat([highlight]);

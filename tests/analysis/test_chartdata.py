@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gradlog.report import data
-from gradlog.report.decimate import StepBuckets
+from gradlog.analysis import chartdata as data
+from gradlog.analysis.decimate import StepBuckets
+from gradlog.analysis.loading import load_run
 from gradlog.schema import HIST_BINS
 from tests.report.synthetic import write_run
 
@@ -117,7 +118,7 @@ def _check_views(views: data.TensorViews, run: Path, ratio_buckets: int = RATIO_
 
 
 def test_tensor_views_match_naive(run: Path) -> None:
-    views = data.tensor_views(data.open_run(run), FLOW_BUCKETS, RATIO_BUCKETS)
+    views = data.tensor_views(load_run(run), FLOW_BUCKETS, RATIO_BUCKETS)
     assert m_shape(views) == (8, FLOW_BUCKETS)
     _check_views(views, run)
 
@@ -128,7 +129,7 @@ def m_shape(views: data.TensorViews) -> tuple[int, ...]:
 
 
 def test_exponent_histogram_matches_naive(run: Path) -> None:
-    h = data.exponent_histogram(data.open_run(run), HIST_COLUMNS)
+    h = data.exponent_histogram(load_run(run), HIST_COLUMNS)
     assert h is not None
     df = _table(run, "hists").filter(pl.col("kind") == "grad")
     b = StepBuckets.spanning(0, STEPS - 1, HIST_COLUMNS)
@@ -156,10 +157,10 @@ def test_replicated_ranks_read_as_one(run: Path, tmp_path: Path) -> None:
     (two / "meta.json").write_text(json.dumps(meta))
     for table in ("tensors", "hists"):
         shutil.copytree(two / table / "rank=0", two / table / "rank=1")
-    src = data.open_run(two)
-    assert src.multi_rank
+    src = load_run(two)
+    assert src.run.multi_rank
     _check_views(data.tensor_views(src, FLOW_BUCKETS, RATIO_BUCKETS), run)
-    one = data.exponent_histogram(data.open_run(run), HIST_COLUMNS)
+    one = data.exponent_histogram(load_run(run), HIST_COLUMNS)
     both = data.exponent_histogram(src, HIST_COLUMNS)
     assert one is not None
     assert both is not None
@@ -187,6 +188,6 @@ def test_update_written_in_the_next_part_still_pairs(run: Path, tmp_path: Path) 
         )
         _move_rows(a, b, t.filter(pa.compute.invert(sel)), t.filter(sel))
     (parts[0].parent / "part-999999.parquet").write_bytes(b"PAR1 not really")
-    views = data.tensor_views(data.open_run(moved), FLOW_BUCKETS, STEPS)  # every step drawn
+    views = data.tensor_views(load_run(moved), FLOW_BUCKETS, STEPS)  # every step drawn
     assert len(views.ratios["layer0.weight"]) == math.ceil(STEPS / 10)
     _check_views(views, run, STEPS)

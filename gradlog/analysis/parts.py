@@ -23,7 +23,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gradlog.report.decimate import run_starts
+from gradlog.analysis.decimate import run_starts
 from gradlog.schema import HIST_BINS, STAT_KINDS
 
 IntArray = npt.NDArray[np.int64]

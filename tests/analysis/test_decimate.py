@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gradlog.report.decimate import (
+from gradlog.analysis.decimate import (
     EnvelopeGrid,
     MaxGrid,
     StepBuckets,

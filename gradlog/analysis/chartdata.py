@@ -1,27 +1,38 @@
-"""What the charts need, read from a run's committed Parquet parts (never torch).
+"""The chart data of a run, computed by the analysis (the report only draws it).
 
-The small tables (steps, scalars) are read with polars. The per-(step, tensor) tables are read part
-by part (:mod:`gradlog.report.parts`) and folded onto the display's grid of step buckets as they
-stream past (:mod:`gradlog.report.decimate`), so a run of a million steps costs one pass over its
-parts and a few megabytes of memory; the decimation keeps spikes (max / min-max envelopes) and
-histograms add exactly. Ranks are merged as docs/FORMAT.md says (counts and sums add); where every
-rank holds the whole tensor (DDP replicas) the sums are divided by the number of ranks.
+The small tables (steps, scalars) come from the run's frames (already merged over ranks by
+:mod:`gradlog.analysis.algebra`) and are decimated with min/max envelopes. The per-(step, tensor)
+tables are read part by part (:mod:`gradlog.analysis.parts`) and folded onto the display's grid
+of step buckets as they stream past (:mod:`gradlog.analysis.decimate`), so a run of a million steps
+costs one pass over its parts and a few megabytes of memory; the decimation keeps spikes (max /
+min-max envelopes) and histograms add exactly. Multi-rank runs are merged by the same algebra.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from gradlog import rundir
-from gradlog.report.decimate import (
+from gradlog.analysis import algebra
+from gradlog.analysis.charts import (
+    ExponentHistogram,
+    FitCurve,
+    FormatMark,
+    Line,
+    NormGrid,
+    RatioChart,
+    RunCharts,
+    nums,
+)
+from gradlog.analysis.config import AnalysisConfig
+from gradlog.analysis.convergence import Convergence
+from gradlog.analysis.decimate import (
     DEFAULT_MAX_POINTS,
     EnvelopeGrid,
     MaxGrid,
@@ -30,7 +41,9 @@ from gradlog.report.decimate import (
     SumGrid,
     minmax_envelope,
 )
-from gradlog.report.parts import (
+from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.loading import RunData
+from gradlog.analysis.parts import (
     GRAD,
     PARAM,
     UPDATE,
@@ -42,7 +55,7 @@ from gradlog.report.parts import (
     read_stat_part,
     stat_rows,
 )
-from gradlog.schema import EXP_MAX, EXP_MIN, HIST_BINS, TABLES
+from gradlog.schema import EXP_BINS, EXP_MAX, EXP_MIN, HIST_BINS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -82,51 +95,8 @@ class ExpHistogram:
     tensor_counts: FloatArray = field(default_factory=lambda: np.zeros((0, HIST_BINS)))
 
 
-@dataclass
-class RunSource:
-    """A run directory opened for reading: its meta.json, status and committed parts."""
-
-    path: Path
-    meta: dict[str, Any]
-    status: str
-    parts: dict[str, list[Path]] = field(default_factory=dict)
-
-    @property
-    def world_size(self) -> int:
-        ws = self.meta.get("world_size", 1)
-        return ws if isinstance(ws, int) and ws > 0 else 1
-
-    @property
-    def multi_rank(self) -> bool:
-        ranks = {p.parent.name for files in self.parts.values() for p in files}
-        return self.world_size > 1 or len(ranks) > 1
-
-    def catalogue(self) -> list[dict[str, Any]]:
-        cat = self.meta.get("tensors")
-        return [t for t in cat if isinstance(t, dict)] if isinstance(cat, list) else []
-
-    def tensor_order(self, present: list[str]) -> list[str]:
-        """``present`` in depth order (input side first); unknown tensors last, by name."""
-        depth: dict[str, int] = {}
-        for i, t in enumerate(self.catalogue()):
-            d = t.get("depth")
-            depth[str(t.get("name"))] = d if isinstance(d, int) else i
-        known = sorted((n for n in present if n in depth), key=lambda n: depth[n])
-        return known + sorted(n for n in present if n not in depth)
-
-    def scan(self, table: str) -> pl.LazyFrame | None:
-        files = self.parts.get(table) or []
-        if not files:
-            return None
-        lf = pl.scan_parquet(files, hive_partitioning=True)
-        casts = {c: pl.String for c in ("tensor", "kind", "name") if c in TABLES[table].names}
-        return lf.with_columns([pl.col(c).cast(t) for c, t in casts.items()])
-
-
-def open_run(path: Path) -> RunSource:
-    """meta.json and the committed parts of the run at ``path``."""
-    run = rundir.open_run(path).require()
-    return RunSource(path, run.meta, run.status, {t: run.files(t) for t in TABLES})
+RunSource = RunData
+"""What the readers take: the analysis's view of a run (its usable parts)."""
 
 
 def _step_range(src: RunSource, fallback: str | None = None) -> tuple[int, int] | None:
@@ -140,54 +110,6 @@ def _step_range(src: RunSource, fallback: str | None = None) -> tuple[int, int] 
         if a is not None:
             return int(a), int(b)
     return None
-
-
-def _replica_div(numel: pl.Expr) -> pl.Expr:
-    """Divisor of additive statistics: the rank count where every rank held the whole tensor."""
-    n = pl.col("n_ranks")
-    replicated = (n > 1) & numel.is_not_null() & (pl.col("count") == numel * n)
-    return pl.when(replicated).then(n).otherwise(1).cast(pl.Float64)
-
-
-def scalar_series(src: RunSource, max_points: int = DEFAULT_MAX_POINTS) -> dict[str, Series]:
-    """Every logged scalar (loss, ``lr/<group>``, ...) as a decimated series, by name."""
-    lf = src.scan("scalars")
-    if lf is None:
-        return {}
-    df = lf.group_by("name", "step").agg(pl.col("value").mean()).sort("name", "step").collect()
-    out: dict[str, Series] = {}
-    for (name,), part in df.group_by("name", maintain_order=True):
-        x, y = minmax_envelope(part["step"].to_numpy(), part["value"].to_numpy(), max_points)
-        out[str(name)] = Series(x, y)
-    return out
-
-
-def step_series(src: RunSource, max_points: int = DEFAULT_MAX_POINTS) -> dict[str, Series]:
-    """From the steps table: the global gradient norm (post-clip), loss scale and skipped steps."""
-    lf = src.scan("steps")
-    if lf is None:
-        return {}
-    if src.multi_rank:
-        gn = pl.col("grad_norm").cast(pl.Float64)
-        lf = lf.group_by("step").agg(
-            (gn * gn).sum().sqrt().alias("grad_norm"),
-            gn.mean().alias("grad_norm_replica"),
-            pl.col("loss_scale").cast(pl.Float64).max(),
-            pl.col("skipped").any(),
-        )
-    df = lf.sort("step").collect()
-    steps = df["step"].to_numpy()
-    out: dict[str, Series] = {}
-    norm = df["grad_norm"].cast(pl.Float64).to_numpy()
-    if np.isfinite(norm).any() or len(norm) == 0:
-        out["grad_norm"] = Series(*minmax_envelope(steps, norm, max_points))
-    scale = df["loss_scale"].cast(pl.Float64).to_numpy()
-    if np.isfinite(scale).any():
-        out["loss_scale"] = Series(*minmax_envelope(steps, scale, max_points))
-    skipped = df["skipped"].fill_null(False).to_numpy().astype(bool)
-    if skipped.any():
-        out["skipped"] = Series(steps[skipped].astype(np.float64), np.ones(int(skipped.sum())))
-    return out
 
 
 _KEY_STRIDE = 1 << 40
@@ -251,31 +173,20 @@ class _Leftovers:
         return _ratios_of(p, u, ip, iu) if len(ip) else None
 
 
+def _single(src: RunSource) -> bool:
+    return src.layout == "single" or len({p.parent.name for p in src.parts["tensors"]}) <= 1
+
+
 def _merged_stat_parts(src: RunSource, names: Names) -> Iterator[dict[int, StatRows]]:
-    """Multi-rank runs: the ``tensors`` rows merged over ranks, in slices ordered by step."""
-    lf = pl.scan_parquet(src.parts["tensors"], hive_partitioning=True)
-    numel = pl.LazyFrame(
-        {
-            "tensor": [str(t.get("name")) for t in src.catalogue()],
-            "numel": [t.get("numel") for t in src.catalogue()],
-        },
-        schema={"tensor": pl.String, "numel": pl.Int64},
+    """Multi-rank runs: the ``tensors`` rows merged over ranks (the algebra's rule), in slices
+    ordered by step."""
+    lf = pl.scan_parquet(src.parts["tensors"], hive_partitioning=True).with_columns(
+        pl.col("kind").cast(pl.String), pl.col("tensor").cast(pl.String)
     )
+    kinds = lf.filter(pl.col("kind").is_in(["grad", "param", "update"]))
     merged = (
-        lf.with_columns(pl.col("kind").cast(pl.String))
-        .filter(pl.col("kind").is_in(["grad", "param", "update"]))
-        .group_by("kind", "step", "tensor")
-        .agg(
-            pl.col("sumsq").cast(pl.Float64).sum(),
-            pl.col("nonfinite").sum(),
-            pl.col("count").sum(),
-            pl.len().alias("n_ranks"),
-        )
-        .with_columns(pl.col("tensor").cast(pl.String))
-        .join(numel, on="tensor", how="left")
-        .select(
-            "step", "tensor", "kind", pl.col("sumsq") / _replica_div(pl.col("numel")), "nonfinite"
-        )
+        algebra.merge_ranks(kinds, src.layout)
+        .select("step", "tensor", "kind", "sumsq", "nonfinite")
         .sort("step", "kind", "tensor")
         .collect(engine="streaming")
     )
@@ -329,7 +240,7 @@ def tensor_views(src: RunSource, max_buckets: int = 600, ratio_buckets: int = 20
 
     parts = (
         (_reduce_part(rows, grid, env) for rows in _merged_stat_parts(src, names))
-        if src.multi_rank
+        if not _single(src)
         else prefetch(one, files)
     )
     leftovers = _Leftovers()
@@ -349,7 +260,7 @@ def _matrix(src: RunSource, names: Names, grid: MaxGrid) -> NormMatrix | None:
     present = [names.names[i] for i in np.flatnonzero(seen.any(axis=1))]
     if not present:
         return None
-    tensors = src.tensor_order(present)
+    tensors = src.run.tensor_order(present)
     rows = [names.ids[t] for t in tensors]
     norms = np.sqrt(np.maximum(grid.max[rows], 0.0))
     norms[~seen[rows]] = np.nan
@@ -363,10 +274,10 @@ def _ratios(
     present = [names.names[i] for i in np.flatnonzero(env.present())]
     ndim = {
         str(t.get("name")): len(t.get("shape") or [])
-        for t in src.catalogue()
+        for t in src.run.catalogue
         if isinstance(t.get("shape"), list)
     }
-    out = {name: Series(*env.series(names.ids[name])) for name in src.tensor_order(present)}
+    out = {name: Series(*env.series(names.ids[name])) for name in src.run.tensor_order(present)}
     return out, {n: ndim.get(n, 0) for n in out}
 
 
@@ -405,7 +316,7 @@ def exponent_histogram(src: RunSource, max_columns: int = 300) -> ExpHistogram |
     if not over_time.rows:
         return None
     cols = np.flatnonzero(over_time.seen[0])
-    tensors = src.tensor_order([names.names[i] for i in np.flatnonzero(per_tensor.seen[:, 0])])
+    tensors = src.run.tensor_order([names.names[i] for i in np.flatnonzero(per_tensor.seen[:, 0])])
     return ExpHistogram(
         over_time.first[0, cols].astype(np.float64),
         over_time.sums[0, cols].astype(np.float64),
@@ -416,17 +327,129 @@ def exponent_histogram(src: RunSource, max_columns: int = 300) -> ExpHistogram |
     )
 
 
-def exponent_of_bin(i: int) -> int:
-    """The exponent k of histogram bin ``i`` (1..EXP_BINS): values in [2**k, 2**(k+1))."""
-    if not 1 <= i <= EXP_MAX - EXP_MIN + 1:
-        raise ValueError(f"bin {i} is not an exponent bin (1..{EXP_MAX - EXP_MIN + 1})")
-    return EXP_MIN + i - 1
+def _line(x: npt.ArrayLike, y: npt.ArrayLike, max_points: int = DEFAULT_MAX_POINTS) -> Line:
+    ex, ey = minmax_envelope(x, y, max_points)
+    return Line(nums(ex), nums(ey))
 
 
-def loss_scale_shift(steps: dict[str, Series]) -> int:
-    """log2 of the median AMP loss scale (0 without AMP): fp16 limits apply to scaled grads."""
-    s = steps.get("loss_scale")
-    if s is None:
-        return 0
-    vals = s.y[np.isfinite(s.y) & (s.y > 0)]
-    return round(math.log2(float(np.median(vals)))) if len(vals) else 0
+def _series_line(s: Series | None) -> Line | None:
+    return Line(nums(s.x), nums(s.y)) if s is not None and len(s) else None
+
+
+def scalar_lines(scalars: pl.DataFrame) -> dict[str, Line]:
+    """Every logged scalar (loss, ``lr/<group>``, ...) as a decimated line, by name."""
+    out: dict[str, Line] = {}
+    for (name,), part in scalars.sort("name", "step").group_by("name", maintain_order=True):
+        out[str(name)] = _line(part["step"].to_numpy(), part["value"].to_numpy())
+    return out
+
+
+def _grid(v: Series | NormMatrix | None) -> NormGrid | None:
+    if not isinstance(v, NormMatrix):
+        return None
+    rows, cols = np.nonzero(v.nonfinite)
+    return NormGrid(
+        list(v.tensors),
+        nums(v.bucket_starts),
+        int(v.width),
+        [nums(r, 4) for r in v.norms],
+        [(int(a), int(b)) for a, b in zip(rows.tolist(), cols.tolist(), strict=True)],
+    )
+
+
+def _hist_chart(h: ExpHistogram, shift: int) -> ExponentHistogram | None:
+    """The exponent range worth drawing (occupied bins and the fp16 limits at this loss scale,
+    two exponents of margin) and the counts on it."""
+    exps = h.counts[:, 1 : 1 + EXP_BINS]
+    occupied = np.flatnonzero(exps.sum(axis=0) > 0)
+    if not len(occupied):
+        return None
+    marks = [
+        FormatMark(m.label, m.exponent - shift if m.scaled else m.exponent, m.format)
+        for m in algebra.FORMAT_LIMITS
+    ]
+    fp16 = [m.exponent for m in marks if m.format == "fp16"]
+    k_lo = algebra.exponent_of_bin(int(occupied[0]) + 1)
+    k_hi = algebra.exponent_of_bin(int(occupied[-1]) + 1)
+    lo = max(int(min(k_lo, math.floor(min(fp16)))) - 2, EXP_MIN)
+    hi = min(int(max(k_hi, math.ceil(max(fp16)))) + 2, EXP_MAX)
+    sel = slice(1 + lo - EXP_MIN, 2 + hi - EXP_MIN)
+    return ExponentHistogram(
+        list(range(lo, hi + 1)),
+        nums(h.steps),
+        float(h.end),
+        int(h.width),
+        h.counts[:, sel].astype(np.int64).tolist(),
+        h.counts.sum(axis=1).astype(np.int64).tolist(),
+        list(h.tensors),
+        h.tensor_counts[:, sel].astype(np.int64).tolist(),
+        h.tensor_counts.sum(axis=1).astype(np.int64).tolist(),
+        shift,
+        [m for m in marks if lo <= m.exponent <= hi + 1],
+    )
+
+
+def _model_curve(model: str, params: Sequence[float], t: FloatArray) -> FloatArray:
+    a, b, c = params
+    if model == "power":
+        out: FloatArray = c + a * np.power(t + 1.0, -b)
+    else:
+        out = c + a * np.exp(-b * t)
+    return out
+
+
+def fit_curve(conv: Convergence | None, loss: Line | None) -> FitCurve | None:
+    """The best fit drawn from the first finite loss to the last step, then to the projection."""
+    if conv is None or conv.model is None or loss is None:
+        return None
+    best = next((f for f in conv.fits if f.model == conv.model), None)
+    xs = [x for x, y in zip(loss.x, loss.y, strict=True) if x is not None and y is not None]
+    if best is None or len(best.params) != 3 or not xs:
+        return None
+    first, last = float(xs[0]), float(conv.final_step)
+    fit_x = np.linspace(first, last, 200)
+    fit = Line(nums(fit_x), nums(_model_curve(conv.model, best.params, fit_x - conv.t0)))
+    proj = None
+    if conv.projected_step > last:
+        px = np.linspace(last, float(conv.projected_step), 100)
+        proj = Line(nums(px), nums(_model_curve(conv.model, best.params, px - conv.t0)))
+    return FitCurve(conv.model, fit, proj)
+
+
+def run_charts(
+    data: RunData, frames: RunFrames, conv: Convergence | None, cfg: AnalysisConfig
+) -> RunCharts:
+    """Everything the run page draws, from the run's frames and one streaming pass per table."""
+    lines = scalar_lines(frames.scalars)
+    loss = lines.pop(cfg.loss_name, None)
+    lrs = {k: lines.pop(k) for k in sorted(lines) if k.startswith("lr/")}
+    preclip = lines.pop("grad_norm_preclip", None)
+    lines.pop("grad_clip_limit", None)  # drawn by no chart; the clipping hint reads it
+    steps = frames.steps.sort("step")
+    x = steps["step"].to_numpy()
+    norm = steps["grad_norm"].cast(pl.Float64).to_numpy()
+    scale = steps["loss_scale"].cast(pl.Float64).to_numpy()
+    views = tensor_views(data)
+    hist = exponent_histogram(data)
+    ratios = None
+    if views.ratios:
+        ratios = RatioChart(
+            {k: line for k, s in views.ratios.items() if (line := _series_line(s)) is not None},
+            views.ndim,
+            (cfg.update_ratio_low, cfg.update_ratio_high),
+            cfg.update_ratio_target,
+        )
+    return RunCharts(
+        resolution=frames.resolution,
+        loss_name=cfg.loss_name,
+        loss=loss,
+        lrs=lrs,
+        grad_norm=_line(x, norm) if len(x) and np.isfinite(norm).any() else None,
+        preclip=preclip,
+        loss_scale=_line(x, scale) if np.isfinite(scale).any() else None,
+        others=lines,
+        flow=_grid(views.matrix),
+        ratios=ratios,
+        hist=_hist_chart(hist, frames.loss_scale_shift) if hist is not None else None,
+        fit=fit_curve(conv, loss),
+    )
