@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from gradlog.atomic import write_atomic
 from gradlog.cli import main
 from gradlog.errors import CorruptRunError, RunNotFoundError
-from gradlog.rundir import discover, open_run, write_atomic
+from gradlog.rundir import discover, open_run
 from gradlog.schema import META_FIELDS, META_TYPES
 from tests.analysis.synth import make_run
 

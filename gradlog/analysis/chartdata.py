@@ -31,7 +31,6 @@ from gradlog.analysis.charts import (
     nums,
 )
 from gradlog.analysis.config import AnalysisConfig
-from gradlog.analysis.convergence import Convergence
 from gradlog.analysis.decimate import (
     DEFAULT_MAX_POINTS,
     EnvelopeGrid,
@@ -55,6 +54,7 @@ from gradlog.analysis.parts import (
     read_stat_part,
     stat_rows,
 )
+from gradlog.analysis.trend import Convergence
 from gradlog.schema import EXP_BINS, EXP_MAX, EXP_MIN, HIST_BINS
 
 FloatArray = npt.NDArray[np.float64]

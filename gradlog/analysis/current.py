@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradlog.analysis.analyze import analyze, provenance
 from gradlog.analysis.batch import batch_result
 from gradlog.analysis.config import AnalysisConfig
+from gradlog.analysis.pipeline import analyze, provenance
 from gradlog.analysis.result import BatchResult, RunResult, load_result
 from gradlog.errors import GradlogError, RunNotFoundError
 from gradlog.rundir import discover, open_run

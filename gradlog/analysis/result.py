@@ -16,10 +16,10 @@ from typing import Any
 
 from gradlog._version import __version__
 from gradlog.analysis.charts import RunCharts, SweepChart
-from gradlog.analysis.convergence import Convergence
 from gradlog.analysis.findings import Finding, Severity
+from gradlog.analysis.trend import Convergence
+from gradlog.atomic import write_atomic
 from gradlog.errors import CorruptRunError
-from gradlog.rundir import write_atomic
 
 RESULT_FILE = "analysis.json"
 RESULT_VERSION = 2

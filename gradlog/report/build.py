@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
 from gradlog.analysis.result import BatchResult
+from gradlog.atomic import write_atomic
 from gradlog.errors import ConfigError
 from gradlog.report.model import RunReport, batch_report, run_report
 from gradlog.report.render import PLOTLY_FILE, plotly_js, render_batch, render_run
-from gradlog.rundir import write_atomic
 
 if TYPE_CHECKING:
     from gradlog.analysis.config import AnalysisConfig

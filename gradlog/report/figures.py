@@ -22,7 +22,7 @@ from gradlog.analysis.charts import (
     RatioChart,
     SweepChart,
 )
-from gradlog.analysis.convergence import Convergence
+from gradlog.analysis.trend import Convergence
 from gradlog.report.filters import SEVERITY_COLOURS, num, plot_text
 
 Figure = dict[str, Any]

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradlog.analysis.charts import Line
-from gradlog.analysis.convergence import Convergence
 from gradlog.analysis.findings import Finding, Kind, Severity
 from gradlog.analysis.result import BatchResult, RunResult
+from gradlog.analysis.trend import Convergence
 from gradlog.report import figures
 from gradlog.report.figures import Figure, Mark
 

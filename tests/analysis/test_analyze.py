@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gradlog.analysis import AnalysisConfig, BatchResult, analyze
-from gradlog.analysis.analyze import _RowBudget
+from gradlog.analysis.pipeline import _RowBudget
 from gradlog.errors import ConfigError
 from tests.analysis.synth import make_run
 

@@ -3,13 +3,13 @@ import pytest
 
 from gradlog.analysis import AnalysisConfig
 from gradlog.analysis.convergence import (
-    Convergence,
     _exp,
     _power,
     change_points,
     fit_convergence,
     initial_level,
 )
+from gradlog.analysis.trend import Convergence
 
 
 def test_power_law_recovered(rng: np.random.Generator) -> None:

@@ -1,4 +1,5 @@
-"""Analyse runs: load, build frames, run every registered detector, fit trends, fit sweeps."""
+"""The analysis pipeline: open runs, build frames, run every registered detector, fit trends,
+compute the chart data, then the batch stage."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from gradlog.analysis import detectors as _detectors  # noqa: F401  (registers e
 from gradlog.analysis.batch import BATCH_DETECTORS, batch_result
 from gradlog.analysis.chartdata import run_charts
 from gradlog.analysis.config import AnalysisConfig
-from gradlog.analysis.convergence import Convergence, fit_convergence
+from gradlog.analysis.convergence import fit_convergence
 from gradlog.analysis.findings import Finding, group_tensor_findings
 from gradlog.analysis.frames import BUCKET_ROWS, DETECTOR_COLUMNS, EXACT_ROWS, build_frames
 from gradlog.analysis.loading import RunData, from_run
 from gradlog.analysis.registry import DETECTORS
 from gradlog.analysis.result import BatchResult, Provenance, RunResult, RunSummary
 from gradlog.analysis.summary import run_summary
+from gradlog.analysis.trend import Convergence
 from gradlog.errors import ConfigError, GradlogError
 from gradlog.rundir import Run, discover, open_run
 
