@@ -135,3 +135,27 @@ def _band(c: Convergence) -> tuple[float, float, float]:
     assert c.projected_loss is not None
     assert c.projected_high is not None
     return c.projected_low, c.projected_loss, c.projected_high
+
+
+def test_a_loss_that_ends_nonfinite_has_no_final_level_projection_or_stall() -> None:
+    t = np.arange(120)
+    y = 3.0 * np.exp(-t / 30.0) + 0.5
+    y[70:] = np.nan  # the run blew up at step 70 and logged NaN from there
+    c = fit_convergence(t, y, AnalysisConfig())
+    assert c is not None
+    assert c.ended_nonfinite
+    assert np.isnan(c.final_loss)
+    assert c.final_step == 119
+    assert c.projected_loss is None
+    assert c.model is None
+    assert c.stalled_step is None
+    assert c.projected_step == 119 + 120  # counted from the last logged step
+
+
+def test_a_diverged_loss_has_not_stalled() -> None:
+    t = np.arange(200)
+    y = 1.0 + np.where(t < 100, 0.0, (t - 100) * 0.5)
+    c = fit_convergence(t, y, AnalysisConfig())
+    assert c is not None
+    assert c.diverged
+    assert c.stalled_step is None
