@@ -3,10 +3,14 @@
 :func:`tensor_stats` returns, for each input tensor, the mergeable sufficient statistics declared
 in :data:`gradlog.schema.STAT_COLUMNS` (count, sum, sumsq, min, max, absmax, zeros, nonfinite) as
 one ``float64`` tensor of shape ``[n, 8]`` on the inputs' device. :func:`exponent_histogram`
-returns ``[n, HIST_BINS]`` counts. Both avoid per-tensor host synchronisation on CUDA: CUDA tensors
-go through a flattened path of a few batched ops per chunk; CPU tensors go through a per-tensor
-path that uses the fastest CPU kernels (BLAS dot for sums of squares, one pass for min/max) and
-only falls back to masking when a tensor holds NaN/Inf.
+returns ``[n, HIST_BINS]`` counts; :func:`stats_and_histogram` returns both from one pass, and
+:func:`update_stats` the statistics of ``after - before``.
+
+Methods: on CPU the default is the one-pass numba kernel of :mod:`gradlog.recorder.kernel`
+(``"fused"``) once it is compiled, which happens off the training thread; until then, or
+without numba, the per-tensor ``"cpu"`` path (the fastest CPU kernels: BLAS dot for sums of
+squares, one pass for min/max, masking only when a tensor holds NaN/Inf). CUDA tensors go
+through the ``"flat"`` path of a few batched ops per chunk, without host synchronisation.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from gradlog.recorder import kernel
 from gradlog.schema import EXP_BINS, EXP_MIN, HIST_BINS, HIST_NONFINITE_BIN, STAT_COLUMNS
 
 NSTATS = len(STAT_COLUMNS)
@@ -31,6 +36,35 @@ CPU_SMALL_NUMEL = 1 << 14
 """On CPU, tensors up to this size are batched together into one set of numpy reductions."""
 CPU_FLAT_MIN_TENSORS = 1024
 """On CPU, lists with more tensors than this use the flattened path (less Python per tensor)."""
+METHODS = ("auto", "cpu", "flat", "fused")
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be 'auto', 'cpu', 'flat' or 'fused', got {method!r}")
+
+
+def _use_fused(tensors: Sequence[torch.Tensor], method: str) -> bool:
+    """Whether ``method`` resolves to the numba kernel for ``tensors`` (all CPU, strided).
+
+    ``"auto"`` starts loading the kernel in the background the first time and uses it only
+    once it is ready; ``"fused"`` compiles it here if need be and fails when it cannot run.
+    """
+    if method == "fused":
+        if not kernel.start_loading(wait=True):
+            raise RuntimeError(
+                f"method 'fused' needs the numba kernel: {kernel.unavailable_reason()}"
+            )
+    elif method != "auto":
+        return False
+    elif not kernel.ready():
+        if tensors and tensors[0].device.type == "cpu":
+            kernel.start_loading()
+        return False
+    fits = all(t.device.type == "cpu" and t.layout == torch.strided for t in tensors)
+    if not fits and method == "fused":
+        raise ValueError("method 'fused' takes CPU tensors with the strided layout only")
+    return fits
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -180,17 +214,57 @@ def _flat_chunk_stats(chunk: Sequence[torch.Tensor]) -> torch.Tensor:
 def tensor_stats(tensors: Sequence[torch.Tensor], *, method: str = "auto") -> torch.Tensor:
     """Sufficient statistics of each tensor as a ``[len(tensors), 8]`` float64 tensor.
 
-    All tensors must be on one device. ``method`` is ``"auto"`` (per-tensor on CPU, flattened on
-    accelerators), ``"cpu"`` or ``"flat"``; the methods agree up to float rounding. Sums are
-    accumulated in float32 (float64 for float64 tensors); min/max/counts are exact.
+    All tensors must be on one device. ``method`` is ``"auto"`` (the numba kernel on CPU once
+    it is ready, else per-tensor on CPU; flattened on accelerators), ``"cpu"``, ``"flat"`` or
+    ``"fused"``; the methods agree up to float rounding. Sums are accumulated in float64 by
+    ``"fused"``, in float32 by the others (float64 for float64 tensors); min/max/counts are exact.
     """
-    if method not in ("auto", "cpu", "flat"):
-        raise ValueError(f"method must be 'auto', 'cpu' or 'flat', got {method!r}")
+    return stats_and_histogram(tensors, hist=False, method=method)[0]
+
+
+def stats_and_histogram(
+    tensors: Sequence[torch.Tensor], *, hist: bool, method: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`tensor_stats` and, with ``hist``, :func:`exponent_histogram` of ``tensors``; the
+    numba kernel computes both in one pass over each tensor."""
+    _check_method(method)
     if not tensors:
+        empty = torch.empty((0, NSTATS), dtype=torch.float64)
+        return empty, torch.empty((0, HIST_BINS), dtype=torch.int64) if hist else None
+    if _use_fused(tensors, method):
+        stats, hists = kernel.fused_stats(tensors, hist=hist)
+        return torch.from_numpy(stats), None if hists is None else torch.from_numpy(hists)
+    stats_t = _torch_stats(tensors, method)
+    return stats_t, exponent_histogram(tensors, method=method) if hist else None
+
+
+def update_stats(
+    before: Sequence[torch.Tensor], after: Sequence[torch.Tensor], *, method: str = "auto"
+) -> torch.Tensor:
+    """Statistics of the updates ``after[i] - before[i]``, ``[n, 8]`` float64.
+
+    ``before`` is a snapshot the caller owns: the torch methods overwrite it with
+    ``before - after`` (no new buffers); the numba kernel reads both and writes nothing.
+    float16/bfloat16 updates always take the torch path (their difference rounds in their dtype).
+    """
+    _check_method(method)
+    if not before:
         return torch.empty((0, NSTATS), dtype=torch.float64)
+    exact = all(t.dtype in (torch.float32, torch.float64) for t in before)
+    if exact and _use_fused([*before, *after], method):
+        return torch.from_numpy(kernel.diff_stats(before, after))
+    with torch.no_grad():
+        torch._foreach_sub_(list(before), list(after))  # before - after = -update, exactly
+    return negate_stats(_torch_stats(before, "auto" if method == "fused" else method))
+
+
+def _torch_stats(tensors: Sequence[torch.Tensor], method: str) -> torch.Tensor:
+    """The torch/numpy kernels: per-tensor on CPU, flattened otherwise."""
     device = tensors[0].device
     use_cpu = method == "cpu" or (
-        method == "auto" and device.type == "cpu" and len(tensors) <= CPU_FLAT_MIN_TENSORS
+        method in ("auto", "fused")
+        and device.type == "cpu"
+        and len(tensors) <= CPU_FLAT_MIN_TENSORS
     )
     if use_cpu:
         # NaN/Inf and overflow are expected inputs (they are counted): no numpy warnings.
@@ -271,13 +345,17 @@ def exponent_histogram(tensors: Sequence[torch.Tensor], *, method: str = "auto")
     counts NaN and +-Inf. float64 values outside the float32 exponent range land in the edge bins.
     ``method`` is as for :func:`tensor_stats`.
     """
-    if method not in ("auto", "cpu", "flat"):
-        raise ValueError(f"method must be 'auto', 'cpu' or 'flat', got {method!r}")
+    _check_method(method)
     if not tensors:
         return torch.empty((0, HIST_BINS), dtype=torch.int64)
+    if _use_fused(tensors, method):
+        hists = kernel.fused_stats(tensors, hist=True)[1]
+        assert hists is not None  # hist=True
+        return torch.from_numpy(hists)
     device = tensors[0].device
     cpu_ok = device.type == "cpu" and all(t.dtype != torch.float64 for t in tensors)
-    if method == "cpu" or (method == "auto" and cpu_ok and len(tensors) <= CPU_FLAT_MIN_TENSORS):
+    auto = method in ("auto", "fused")
+    if method == "cpu" or (auto and cpu_ok and len(tensors) <= CPU_FLAT_MIN_TENSORS):
         return torch.from_numpy(np.stack([_cpu_histogram(t.cpu()) for t in tensors]))
     return _flat_histogram(tensors)
 

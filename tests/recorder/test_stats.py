@@ -1,5 +1,5 @@
-"""The statistics kernels against float64 numpy references, for both the per-tensor CPU method
-and the flattened method used on accelerators (which also runs on CPU)."""
+"""The statistics kernels against float64 numpy references, for the per-tensor CPU method, the
+flattened method used on accelerators (which also runs on CPU) and the one-pass numba kernel."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradlog.recorder import stats
+from gradlog.recorder import kernel, stats
 from gradlog.recorder.stats import (
     EMPTY_ROW,
     exponent_histogram,
@@ -21,7 +21,8 @@ from gradlog.recorder.stats import (
 from gradlog.schema import EXP_BINS, EXP_MIN, HIST_BINS, HIST_NONFINITE_BIN, HIST_ZERO_BIN
 from tests.recorder.helpers import STAT_NAMES, assert_stats_match, reference_hist, reference_stats
 
-METHODS = ("cpu", "flat")
+HAVE_NUMBA = kernel.start_loading(wait=True)  # compiled here once, not in the middle of a test
+METHODS = ("cpu", "flat", "fused") if HAVE_NUMBA else ("cpu", "flat")
 SUBNORMAL = 1e-40  # a float32 subnormal (the smallest normal float32 is about 1.18e-38)
 INF, NAN = math.inf, math.nan
 
@@ -155,7 +156,9 @@ def test_flat_method_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("fn", [tensor_stats, exponent_histogram])
 def test_unknown_method_is_rejected(fn: object) -> None:
     assert callable(fn)
-    with pytest.raises(ValueError, match="method must be 'auto', 'cpu' or 'flat', got 'gpu'"):
+    with pytest.raises(
+        ValueError, match="method must be 'auto', 'cpu', 'flat' or 'fused', got 'gpu'"
+    ):
         fn([torch.ones(2)], method="gpu")
 
 

@@ -1,0 +1,233 @@
+"""The one-pass CPU statistics kernel (numba), loaded off the training thread.
+
+:func:`fused_stats` reads each tensor once and returns the statistics of
+:data:`gradlog.schema.STAT_COLUMNS` and, when asked, the exponent histogram; :func:`diff_stats`
+returns the statistics of ``after - before`` without writing the difference. Both need the
+compiled kernels, which :func:`start_loading` prepares in a daemon thread: a low-priority child
+process compiles them into numba's on-disk cache (first run on a machine, some seconds of one
+core), then the thread loads them from there. Until :func:`ready` is True, and for good when
+numba is missing or anything fails, callers use the torch/numpy kernels of
+:mod:`gradlog.recorder.stats`. ``GRADLOG_KERNEL=torch`` in the environment disables this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from gradlog.schema import HIST_BINS, STAT_COLUMNS
+
+_MODULE = "gradlog.recorder._numba_kernels"
+_COMPILE_TIMEOUT_S = 600.0
+# The child imports the kernels' file alone (not the gradlog.recorder package, which imports
+# torch): numba, numpy and gradlog.schema only, so that it starts fast even at low priority.
+_WARM_UP = """
+import importlib.util, os, sys
+if hasattr(os, "nice"):
+    os.nice(19)
+spec = importlib.util.spec_from_file_location(sys.argv[1], sys.argv[2])
+module = importlib.util.module_from_spec(spec)
+sys.modules[sys.argv[1]] = module
+spec.loader.exec_module(module)
+module.warm_up()
+"""
+
+
+class _Loader:
+    """The kernels' loading state, shared by all recorders of the process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.state = "idle"  # idle | loading | ready | unavailable
+        self.kernels: ModuleType | None = None
+        self.why: str | None = None
+        self.done = threading.Event()
+
+    def load(self, in_child: bool) -> None:
+        try:
+            if importlib.util.find_spec("numba") is None:
+                raise ImportError("numba is not installed (pip install 'gradlog[fast]')")
+            if in_child:
+                # Compile in a child process at the lowest priority: the compiler holds the GIL
+                # and a core for seconds, which the training process must not feel. Later runs
+                # find the kernels in numba's cache: about a second of the child's CPU.
+                spec = importlib.util.find_spec(_MODULE)
+                if spec is None or spec.origin is None:
+                    raise ImportError(f"{_MODULE} is missing")
+                subprocess.run(
+                    [sys.executable, "-c", _WARM_UP, _MODULE, spec.origin],
+                    check=True,
+                    capture_output=True,
+                    timeout=_COMPILE_TIMEOUT_S,
+                )
+            module = import_kernels()
+            warm_up(module)
+        except Exception as exc:  # any failure: the torch kernels stay in use, silently
+            with self.lock:
+                self.why = f"{type(exc).__name__}: {exc}"
+                self.state = "unavailable"
+        else:
+            with self.lock:
+                self.kernels = module
+                self.state = "ready"
+        finally:
+            self.done.set()
+
+
+_LOADER = _Loader()
+_SUSPENDED = threading.local()
+
+
+def disabled() -> bool:
+    """True when the environment asks for the torch kernels only (``GRADLOG_KERNEL=torch``)."""
+    return os.environ.get("GRADLOG_KERNEL", "").strip().lower() == "torch"
+
+
+def ready() -> bool:
+    """True once the compiled kernels can be called (never blocks), unless :func:`suspended`."""
+    return _LOADER.state == "ready" and not getattr(_SUSPENDED, "on", False)
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Within the block, in this thread, ``"auto"`` uses the torch kernels (for benchmarks that
+    compare the kernels side by side in one process)."""
+    before = getattr(_SUSPENDED, "on", False)
+    _SUSPENDED.on = True
+    try:
+        yield
+    finally:
+        _SUSPENDED.on = before
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernels cannot be used (numba missing, a failure), or None."""
+    return _LOADER.why
+
+
+def import_kernels() -> ModuleType:
+    """Import (and so compile, or load from numba's cache) the kernels in this process."""
+    return importlib.import_module(_MODULE)
+
+
+def warm_up(module: ModuleType) -> None:
+    """Run every kernel once on tiny inputs, so that each is compiled (or loaded)."""
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor([1.0, -0.0, float("nan"), 1e-40], dtype=dtype)
+        fused_stats([x], hist=True, module=module)
+        diff_stats([x], [x], module=module)
+
+
+def start_loading(*, wait: bool = False) -> bool:
+    """Start loading the kernels in the background (once per process); True when ready.
+
+    With ``wait`` the kernels are compiled here, in this thread, if need be (tests, benchmarks).
+    """
+    loader = _LOADER
+    with loader.lock:
+        start = loader.state == "idle"
+        if start and disabled():
+            loader.state = "unavailable"
+            loader.why = "disabled by GRADLOG_KERNEL=torch"
+            loader.done.set()
+            start = False
+        elif start:
+            loader.state = "loading"
+    if start and wait:
+        loader.load(in_child=False)
+    elif start:
+        threading.Thread(
+            target=loader.load, args=(True,), name="gradlog-kernel-loader", daemon=True
+        ).start()
+    if wait:
+        loader.done.wait()
+    return loader.state == "ready"
+
+
+def _module(module: ModuleType | None) -> ModuleType:
+    if module is not None:
+        return module
+    if _LOADER.kernels is None:
+        raise RuntimeError(f"the numba kernels are not loaded ({_LOADER.why or _LOADER.state})")
+    return _LOADER.kernels
+
+
+def _prepared(tensors: Sequence[torch.Tensor]) -> tuple[list[int], list[int], list[torch.Tensor]]:
+    """Indices of the narrow (float32) and wide (float64) tensors, and contiguous float32/64
+    versions of all of them (float16/bfloat16 are widened to float32 exactly)."""
+    narrow: list[int] = []
+    wide: list[int] = []
+    flat: list[torch.Tensor] = []
+    for i, tensor in enumerate(tensors):
+        t = tensor.detach()
+        if t.dtype == torch.float64:
+            wide.append(i)
+        else:
+            narrow.append(i)
+            if t.dtype != torch.float32:
+                t = t.to(torch.float32)
+        flat.append(t if t.is_contiguous() else t.contiguous())
+    return narrow, wide, flat
+
+
+def fused_stats(
+    tensors: Sequence[torch.Tensor], *, hist: bool, module: ModuleType | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Statistics ``[n, 8]`` float64 and, with ``hist``, histograms ``[n, HIST_BINS]`` int64 of
+    CPU tensors, each read once. Semantics as :func:`gradlog.recorder.stats.tensor_stats`."""
+    k = _module(module)
+    n = len(tensors)
+    stats = np.zeros((n, len(STAT_COLUMNS)))
+    hists = np.zeros((n, HIST_BINS), dtype=np.int64) if hist else None
+    narrow, wide, flat = _prepared(tensors)
+    for rows, is_wide in ((narrow, False), (wide, True)):
+        if not rows:
+            continue
+        addresses = np.array([flat[i].data_ptr() for i in rows], dtype=np.int64)
+        sizes = np.array([flat[i].numel() for i in rows], dtype=np.int64)
+        part = stats if len(rows) == n else np.zeros((len(rows), len(STAT_COLUMNS)))
+        part_h = np.zeros((len(rows) if hist else 1, HIST_BINS), dtype=np.int64)
+        if hist and hists is not None and len(rows) == n:
+            part_h = hists
+        k.fused(addresses, sizes, is_wide, part, part_h, hist)
+        if len(rows) != n:
+            stats[rows] = part
+            if hists is not None:
+                hists[rows] = part_h
+    return stats, hists
+
+
+def diff_stats(
+    before: Sequence[torch.Tensor],
+    after: Sequence[torch.Tensor],
+    *,
+    module: ModuleType | None = None,
+) -> np.ndarray:
+    """Statistics ``[n, 8]`` of ``after[i] - before[i]`` (computed in their dtype, as torch
+    would), reading each pair once and writing nothing but the result."""
+    k = _module(module)
+    n = len(before)
+    stats = np.zeros((n, len(STAT_COLUMNS)))
+    narrow, wide, flat0 = _prepared(before)
+    _, _, flat1 = _prepared(after)
+    for rows, is_wide in ((narrow, False), (wide, True)):
+        if not rows:
+            continue
+        a0 = np.array([flat0[i].data_ptr() for i in rows], dtype=np.int64)
+        a1 = np.array([flat1[i].data_ptr() for i in rows], dtype=np.int64)
+        sizes = np.array([flat0[i].numel() for i in rows], dtype=np.int64)
+        part = stats if len(rows) == n else np.zeros((len(rows), len(STAT_COLUMNS)))
+        k.difference(a0, a1, sizes, is_wide, part)
+        if len(rows) != n:
+            stats[rows] = part
+    return stats
