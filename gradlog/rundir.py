@@ -56,10 +56,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def derive_status(meta: dict[str, Any], now: float | None = None) -> str:
-    """'finished', 'crashed' or 'running'; a 'running' run whose writer is gone is 'crashed'."""
+    """'finished', 'crashed', 'interrupted' (KeyboardInterrupt) or 'running'; a 'running' run
+    whose writer is gone is 'crashed'."""
     status = meta.get("status", "running")
     if status != "running":
-        return status if status in ("finished", "crashed") else "crashed"
+        return status if status in ("finished", "crashed", "interrupted") else "crashed"
     now = time.time() if now is None else now
     pid, host = meta.get("pid"), meta.get("host")
     if isinstance(pid, int) and host == socket.gethostname():

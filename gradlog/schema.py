@@ -176,8 +176,9 @@ META_FIELDS: dict[str, str] = {
     "schema_version": "int: SCHEMA_VERSION of the writer.",
     "run_id": "str: directory name, unique under the root.",
     "name": "str: the name the user gave (may contain any text; always escape it).",
-    "status": "str: 'running', 'finished' or 'crashed' (a 'running' run whose heartbeat is old "
-    "and whose process is gone is reported as crashed by readers).",
+    "status": "str: 'running', 'finished', 'crashed' or 'interrupted' (KeyboardInterrupt; "
+    "SystemExit(0) is 'finished'); a 'running' run whose heartbeat is old or whose process is "
+    "gone is reported as crashed by readers.",
     "start_time": "float: Unix seconds.",
     "end_time": "float | null: Unix seconds, set on close.",
     "heartbeat": "float: Unix seconds of the last meta.json write.",
@@ -191,12 +192,18 @@ META_FIELDS: dict[str, str] = {
     "null for a loop without an optimizer.",
     "tensors": "list: the tensor catalogue, one dict per parameter (see CATALOGUE_FIELDS).",
     "schedules": "dict: which steps each statistic is recorded on (descriptions).",
-    "counters": "dict: steps recorded, rows written, parts, dropped steps/rows and why.",
+    "counters": "dict: steps recorded, rows written, parts, bytes, dropped steps/rows, I/O "
+    "errors, and scalars passed to log() that were dropped (dropped_scalars).",
     "errors": "list[str]: writer errors, newest last (bounded).",
     "error": "str: why the run crashed (the exception that ended it), set on close; absent "
     "otherwise.",
     "argv": "list[str]: the recording process's command line (at most 64 entries).",
     "scaler": "str | null: class name of the AMP GradScaler recorded with, null without one.",
+    "first_step": "int: the first step this process recorded (0, Recorder(first_step=), or after "
+    "the last step of the run it resumed).",
+    "last_step": "int: the last step this process recorded so far (-1 before the first).",
+    "resumes": "list[dict]: for a resumed run (same run_id, a later process), what each earlier "
+    "process left: pid, host, start/end time, status, error, first/last step, counters.",
 }
 
 MetaType = Literal["int", "float", "str", "dict", "list", "null"]
@@ -223,6 +230,9 @@ META_TYPES: dict[str, tuple[MetaType, ...]] = {
     "error": ("str",),
     "argv": ("list",),
     "scaler": ("str", "null"),
+    "first_step": ("int",),
+    "last_step": ("int",),
+    "resumes": ("list",),
 }
 """The JSON types each meta.json field may hold ("float" accepts integers too); readers check
 them (gradlog/rundir.py) and leave out, naming it, a field of another type."""
@@ -239,6 +249,8 @@ CATALOGUE_FIELDS: dict[str, str] = {
     "depth": "int: definition order in the model (0 = first registered, usually input side).",
     "backward_order": "int | null: order in which its gradient was accumulated in the first "
     "recorded backward pass (0 = first = output side); null when unknown.",
+    "not_recorded": "str | null: why its statistics are not recorded (e.g. 'complex (complex64)'); "
+    "null when they are.",
 }
 
 

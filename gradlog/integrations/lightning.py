@@ -24,7 +24,7 @@ from gradlog.errors import ConfigError, GradlogWarning
 from gradlog.recorder import Recorder
 from gradlog.recorder import schedules as sched
 from gradlog.recorder.naming import validate_name
-from gradlog.recorder.recorder import unwrap_optimizer
+from gradlog.recorder.recorder import exit_status, unwrap_optimizer
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -265,7 +265,7 @@ class GradlogCallback(_CallbackBase):  # type: ignore[misc]  # base added at run
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._close("crashed", f"{type(exception).__name__}: {exception}")
+        self._close(*exit_status(exception))  # Ctrl-C is 'interrupted', not 'crashed'
 
     # ----------------------------------------------------------------- work
     def _check_attached_once(self, trainer: pl.Trainer) -> None:

@@ -59,7 +59,7 @@ from gradlog.errors import ConfigError, GradlogWarning
 from gradlog.recorder import schedules as sched
 from gradlog.recorder.meta import jsonable
 from gradlog.recorder.naming import validate_name
-from gradlog.recorder.recorder import MAX_SCALAR_NAME, Recorder
+from gradlog.recorder.recorder import MAX_SCALAR_NAME, Recorder, exit_status
 
 __all__ = ["GradlogCallback"]
 
@@ -250,7 +250,7 @@ class GradlogCallback(TrainerCallback):
     def _crashed(self, exc: BaseException) -> None:
         """Close the open run as crashed with ``exc`` (never raises: ``exc`` must propagate)."""
         with contextlib.suppress(Exception):
-            self._close("crashed", f"{type(exc).__name__}: {exc}")
+            self._close(*exit_status(exc))  # Ctrl-C is 'interrupted', not 'crashed'
 
     # ----------------------------------------------------------------- finding the Trainer
     def _attach(self, frame: FrameType | None) -> None:

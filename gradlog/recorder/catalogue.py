@@ -21,6 +21,17 @@ class Entry:
     depth: int
     backward_order: int | None = None
 
+    @property
+    def not_recorded(self) -> str | None:
+        """Why this tensor's statistics are not recorded (None: they are)."""
+        if self.param.is_complex():
+            return f"complex ({str(self.param.dtype).removeprefix('torch.')})"
+        return None
+
+    @property
+    def recorded(self) -> bool:
+        return self.not_recorded is None
+
     def to_json(self) -> dict[str, Any]:
         p = self.param
         return {
@@ -33,6 +44,7 @@ class Entry:
             "in_optimizer": self.in_optimizer,
             "depth": self.depth,
             "backward_order": self.backward_order,
+            "not_recorded": self.not_recorded,
         }
 
 

@@ -80,3 +80,21 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def meta_path(run_dir: Path, rank: int) -> Path:
     """meta.json for rank 0; meta-rank<r>.json for the other ranks of a distributed run."""
     return run_dir / (META_FILE if rank == 0 else f"meta-rank{rank}.json")
+
+
+def previous_meta(path: Path) -> dict[str, Any] | None:
+    """The meta.json a earlier process left for this run and rank (a resumed run), if usable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def resume_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """What to keep of an earlier process's meta.json when this one resumes the run."""
+    keep = ("pid", "host", "start_time", "end_time", "status", "error", "last_step", "counters")
+    record = {k: meta.get(k) for k in keep if k in meta}
+    if "first_step" in meta:
+        record["first_step"] = meta["first_step"]
+    return jsonable(record)  # type: ignore[no-any-return]

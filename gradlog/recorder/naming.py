@@ -38,23 +38,40 @@ def slugify(name: str) -> str:
 def create_run_dir(root: Path, name: str, run_id: str | None = None) -> Path:
     """Create and return a new, empty run directory under ``root`` (never reuses an existing one).
 
-    With ``run_id`` given (distributed runs share one), the directory may already exist.
+    With ``run_id`` given (distributed runs share one; a resumed run reuses its own), the
+    directory may already exist. An unusable ``root`` (a file, read-only, no permission) is a
+    :class:`ConfigError` naming it.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    if run_id is not None:
-        if slugify(run_id) != run_id:
-            raise ConfigError(
-                f"run_id {run_id!r} is not file-name safe; use letters, digits, '.', '_', '-'"
-            )
-        path = root / run_id
-        path.mkdir(exist_ok=True)
-        return path
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for _ in range(100):
-        path = root / f"{stamp}-{slugify(name)}-{secrets.token_hex(3)}"
-        try:
-            os.mkdir(path)  # exclusive: two recorders never share (and overwrite) a directory
-        except FileExistsError:
-            continue
-        return path
-    raise ConfigError(f"could not create a unique run directory under {root}")
+    if run_id is not None and slugify(run_id) != run_id:
+        raise ConfigError(
+            f"run_id {run_id!r} is not file-name safe; use letters, digits, '.', '_', '-'"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if run_id is not None:
+            path = root / run_id
+            path.mkdir(exist_ok=True)
+            _check_writable(path)
+            return path
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for _ in range(100):
+            path = root / f"{stamp}-{slugify(name)}-{secrets.token_hex(3)}"
+            try:
+                os.mkdir(path)  # exclusive: two recorders never share (and overwrite) a directory
+            except FileExistsError:
+                continue
+            _check_writable(path)
+            return path
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"cannot record under {str(root)!r}: {reason}; pass root= a directory you can write "
+            "to (it is created if missing)"
+        ) from exc
+    raise ConfigError(f"could not create a unique run directory under {str(root)!r}")
+
+
+def _check_writable(path: Path) -> None:
+    """Raise PermissionError when files cannot be created in ``path`` (root ignores modes)."""
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(13, "Permission denied", str(path))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
+import os
 import sys
 import threading
 import time
@@ -35,9 +37,21 @@ from gradlog.errors import ConfigError, GradlogWarning, WriterError
 from gradlog.recorder import clipping, norms
 from gradlog.recorder import schedules as sched
 from gradlog.recorder.catalogue import Catalogue, build_catalogue
-from gradlog.recorder.meta import base_meta, jsonable, meta_path, write_json_atomic
+from gradlog.recorder.meta import (
+    base_meta,
+    jsonable,
+    meta_path,
+    previous_meta,
+    resume_record,
+    write_json_atomic,
+)
 from gradlog.recorder.naming import create_run_dir, validate_name
-from gradlog.recorder.stats import exponent_histogram, negate_stats, tensor_stats
+from gradlog.recorder.stats import (
+    exponent_histogram,
+    stats_and_histogram,
+    tensor_stats,
+    update_stats,
+)
 from gradlog.recorder.writer import Packet, Segment, Writer
 
 MAX_SCALAR_NAME = 256
@@ -139,6 +153,7 @@ class Recorder:
         run_id: str | None = None,
         watch_clipping: bool = True,
         only_optimizer_params: bool = False,
+        first_step: int | None = None,
     ) -> None:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise ConfigError(
@@ -168,6 +183,10 @@ class Recorder:
             raise ConfigError(
                 f"flush_every_secs must be a positive number, got {flush_every_secs!r}"
             )
+        if first_step is not None and (
+            not isinstance(first_step, int) or isinstance(first_step, bool) or first_step < 0
+        ):
+            raise ConfigError(f"first_step must be a non-negative int or None, got {first_step!r}")
         if not isinstance(max_queue_bytes, int) or max_queue_bytes < 1 << 16:
             raise ConfigError(f"max_queue_bytes must be an int >= 65536, got {max_queue_bytes!r}")
         if name is None:
@@ -200,17 +219,31 @@ class Recorder:
             self.rank = torch.distributed.get_rank()
             self.world_size = torch.distributed.get_world_size()
             if run_id is None:  # one collective at start-up so that all ranks share one directory
-                holder = [create_run_dir(Path(root), self.name).name if self.rank == 0 else None]
+                holder: list[str | None] = [None, None]  # run id, or rank 0's error
+                if self.rank == 0:
+                    try:
+                        holder[0] = create_run_dir(Path(root), self.name).name
+                    except ConfigError as exc:
+                        holder[1] = str(exc)
                 torch.distributed.broadcast_object_list(holder, src=0)
+                if holder[1] is not None:  # every rank fails alike: none waits for the others
+                    raise ConfigError(holder[1])
                 run_id = holder[0]
         self.catalogue: Catalogue = build_catalogue(
             model, optimizer, only_optimizer=only_optimizer_params
         )
         self._opt_ids = {id(e.param) for e in self.catalogue.entries if e.in_optimizer}
         self.run_dir = create_run_dir(Path(root), self.name, run_id)
+        self._pid = os.getpid()  # only this process closes the run or changes its status
         self._start = time.time()
+        self._last_value_at_start = getattr(sys, "last_value", None)
         self._meta_lock = threading.Lock()
         self._meta: dict[str, Any] = base_meta(self.run_dir.name, self.name, self._start)
+        earlier = previous_meta(meta_path(self.run_dir, self.rank))  # resuming this run?
+        if earlier is not None:
+            self._meta["start_time"] = earlier.get("start_time", self._start)
+            self._meta["resumes"] = [*earlier.get("resumes", []), resume_record(earlier)]
+        self._dropped_scalars = 0
         self._meta.update(
             world_size=self.world_size,
             rank=self.rank,
@@ -220,19 +253,29 @@ class Recorder:
             schedules={k: sched.describe(v) for k, v in self._schedules.items()},
             scaler=type(scaler).__name__ if scaler is not None else None,
         )
-        self._step = 0
+        self._step = first_step if first_step is not None else 0
+        if first_step is None and earlier is not None:
+            # Continue after the last step recorded before; pass first_step to align with the
+            # training step of the checkpoint resumed from (repeated steps: last writer wins).
+            last = earlier.get("last_step")
+            self._step = last + 1 if isinstance(last, int) and last >= 0 else 0
+        self._meta["first_step"] = self._step
         self._pending: _PendingStep | None = None
         self._snapshot: tuple[np.ndarray, list[torch.Tensor]] | None = None
         # Gradients recorded ahead of the step (before a clip): (step, its stats or norm segment)
         self._captured: tuple[int, Segment | None] | None = None
         self._clipped: int | None = None  # the step whose gradients were clipped
         self._phase = "idle"  # idle | closure (awaiting its first evaluation) | stepping
-        self._manual_before: list[torch.Tensor] | None = None  # optimizer=None: params before
+        self._manual_before: dict[int, torch.Tensor] | None = None  # optimizer=None: before
+        self._recordable = [i for i, e in enumerate(self.catalogue.entries) if e.recorded]
         self._closed = False
         self._disabled = False
         self._warned: set[str] = set()
         self._lock = threading.RLock()
         self._order: dict[str, int] = {}  # name -> arrival index (a list would be O(n**2))
+        for e in self.catalogue.entries:
+            if not e.recorded:
+                self._warn("complex", f"gradlog: {e.name} is {e.not_recorded}; it is not recorded")
         self._write_meta()
         self.writer = Writer(
             self.run_dir,
@@ -312,34 +355,33 @@ class Recorder:
             return
         self._safely(self._capture)
 
-    def log(self, **scalars: float | int | torch.Tensor) -> None:
+    def log(self, **scalars: Any) -> None:
         """Record scalars for the current step (the last optimizer step; step 0 before any).
 
         Tensors are fine and are not synchronised: they travel with the step's single copy.
+        A name logged again for the same step replaces its earlier value (last one wins).
+        Numbers of any kind (bool, numpy, Decimal, single-element arrays) are converted to
+        float; anything else (text, a tensor of several elements, complex, an empty or
+        over-long name) is dropped with one warning and counted in meta.json
+        ``counters.dropped_scalars``: logging never raises into training.
         """
+        if self._closed or os.getpid() != self._pid:
+            self._drop_scalars(len(scalars), "log() after close(): log before closing")
+            return
         self._check_writer()
-        if self._closed:
-            raise ConfigError("Recorder.log() called after close(); log before closing")
         with self._lock:
             pending = self._pending_for_log()
             for key, value in scalars.items():
-                if not key or len(key) > MAX_SCALAR_NAME:
-                    raise ConfigError(f"scalar names must have 1..{MAX_SCALAR_NAME} characters")
-                if isinstance(value, torch.Tensor):
-                    if value.numel() != 1:
-                        raise ConfigError(
-                            f"log({key}=...) got a tensor of shape {tuple(value.shape)}; "
-                            "pass a single-element tensor (e.g. loss, not the per-sample losses)"
-                        )
-                    # A copy: the tensor may change in place before this step is dispatched.
-                    pending.scalar_tensors.append((key, value.detach().reshape(1).clone()))
-                elif isinstance(value, (int, float, np.number)) and not isinstance(value, complex):
-                    pending.scalars.append((pending.step, key, float(value)))
+                try:
+                    converted = _scalar(key, value)
+                except ValueError as exc:  # dropped and counted: logging never breaks training
+                    self._drop_scalars(1, str(exc))
+                    continue
+                _forget(pending, key)
+                if isinstance(converted, torch.Tensor):
+                    pending.scalar_tensors.append((key, converted))
                 else:
-                    raise ConfigError(
-                        f"log({key}=...) got {type(value).__name__}; pass a number or a "
-                        "single-element tensor"
-                    )
+                    pending.scalars.append((pending.step, key, converted))
 
     def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
         """``torch.nn.utils.clip_grad_norm_`` over the recorded trainable parameters, with the
@@ -362,7 +404,11 @@ class Recorder:
         self._check_writer()
 
     def close(self, status: str = "finished", error: str | None = None) -> None:
-        """Detach, write the last parts and finalise meta.json. Safe to call more than once."""
+        """Detach, write the last parts and finalise meta.json. Safe to call more than once.
+
+        Only the process that created the recorder closes it: a forked child does nothing."""
+        if os.getpid() != self._pid:
+            return
         with self._lock:
             if self._closed:
                 return
@@ -378,8 +424,8 @@ class Recorder:
                 if live is not None and live() is self:
                     del _LIVE[self._watched_id]
             if self.scaler is not None and self._scaler_step is not None:
-                with contextlib.suppress(AttributeError):
-                    del self.scaler.step  # drop the instance attribute: the class method is back
+                with contextlib.suppress(AttributeError, TypeError):
+                    self._unwrap_scaler()
             if self._pending is not None:
                 try:
                     self._dispatch(self._pending)
@@ -406,10 +452,8 @@ class Recorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.close(status="crashed", error=f"{exc_type.__name__}: {exc}")
+        status, error = exit_status(exc)
+        self.close(status=status, error=error)
 
     # ----------------------------------------------------------------- hooks
     def _pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
@@ -466,11 +510,12 @@ class Recorder:
             if self._captured is not None and self._captured[0] == self._step:
                 self._clipped = self._step
                 pending = self._pending_for_log(upcoming=True)
+                _forget(pending, "grad_clip_limit")  # the last clip of the step counts
                 pending.scalars.append((pending.step, "grad_clip_limit", limit))
 
     def _safely(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a hook body; a recorder bug disables recording with a warning (raises if strict)."""
-        if self._disabled or self._closed:
+        if self._disabled or self._closed or os.getpid() != self._pid:
             return
         self._check_writer()
         try:
@@ -485,6 +530,8 @@ class Recorder:
     def _wrap_scaler(self, scaler: Any) -> None:
         """Record steps that the GradScaler skips (no optimizer hook fires for them)."""
         original = scaler.step
+        # Another recorder's wrapper (two optimizers, one scaler) is an instance attribute.
+        self._scaler_outer = vars(scaler).get("step") if hasattr(scaler, "__dict__") else None
         self._scaler_step = original
         if getattr(self.optimizer, "_step_supports_amp_scaling", False):
             self._warn(
@@ -496,11 +543,32 @@ class Recorder:
         def step(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
             before = self._step
             result = original(optimizer, *args, **kwargs)
+            if self._closed:  # closed while a later wrapper still calls through this one
+                return result
             if optimizer is self.optimizer and self._step == before:
                 self._safely(self._on_step_begin, True)  # gradients are unscaled (and non-finite)
             return result
 
+        step._gradlog_owner = self  # type: ignore[attr-defined]
         scaler.step = step
+        self._scaler_wrapper = step
+
+    def _unwrap_scaler(self) -> None:
+        """Put back what ``scaler.step`` was, unless a later wrapper sits on top of ours (it
+        then calls through ours, which passes everything on once we are closed)."""
+        scaler = self.scaler
+        if vars(scaler).get("step") is not self._scaler_wrapper:
+            return
+        outer = self._scaler_outer
+        while outer is not None:  # skip wrappers of recorders closed meanwhile
+            owner = getattr(outer, "_gradlog_owner", None)
+            if owner is None or not owner.closed:
+                break
+            outer = owner._scaler_outer
+        if outer is not None:
+            scaler.step = outer
+        else:
+            del scaler.step  # drop the instance attribute: the class method is back
 
     def _watch_backward_order(self) -> list[Any]:
         """Note the order in which gradients arrive in the first backward pass, then unhook."""
@@ -638,6 +706,8 @@ class Recorder:
             if g.is_sparse:
                 self._warn("sparse", f"gradlog: sparse gradient of {e.name} is not recorded")
                 continue
+            if not e.recorded:  # complex: see the catalogue's not_recorded
+                continue
             g = _local(g)
             with_grad.append(i)
             grads.append(g)
@@ -647,8 +717,10 @@ class Recorder:
         idx = np.array(with_grad, dtype=np.int32)
         run = self._schedules
         seg: Segment | None = None
+        hist: torch.Tensor | None = None
+        want_hist = bool(grads) and run["hists"](step)
         if grads and run["grads"](step):
-            stats = tensor_stats(grads)
+            stats, hist = stats_and_histogram(grads, hist=want_hist)  # one pass for both
             norm_rows = np.array(in_opt, dtype=bool)  # the writer derives the global norm
             seg = Segment("stats", 0, 0, _KIND["grad"], idx, norm_rows=norm_rows)
             pending.parts.append((seg, stats))
@@ -659,8 +731,8 @@ class Recorder:
             if total is not None:
                 seg = Segment("grad_norm", 0, 0)
                 pending.parts.append((seg, total))
-        if grads and run["hists"](step):
-            hist = exponent_histogram(grads)
+        if want_hist:
+            hist = exponent_histogram(grads) if hist is None else hist
             pending.parts.append((Segment("hist", 0, 0, _KIND["grad"], idx), hist))
         return seg
 
@@ -668,14 +740,14 @@ class Recorder:
         """Parameter statistics before the update; a copy for the update (post-hook)."""
         run = self._schedules
         if run["params"](step):
-            entries = list(range(len(self.catalogue.entries)))
+            entries = self._recordable
             params = [_local(self.catalogue.entries[i].param.detach()) for i in entries]
             if params:
                 pidx = np.array(entries, dtype=np.int32)
                 stats = tensor_stats(params)
                 pending.parts.append((Segment("stats", 0, 0, _KIND["param"], pidx), stats))
         if run["updates"](step) and not skipped:
-            chosen = [i for i, e in enumerate(self.catalogue.entries) if e.in_optimizer]
+            chosen = [i for i in self._recordable if self.catalogue.entries[i].in_optimizer]
             params = [_local(self.catalogue.entries[i].param.detach()) for i in chosen]
             self._snapshot = (
                 np.array(chosen, dtype=np.int32),
@@ -688,10 +760,12 @@ class Recorder:
         run = self._schedules
         self._manual_before = None
         if run["params"](step) or run["updates"](step):
-            params = [_local(e.param.detach()) for e in self.catalogue.entries]
+            entries = self.catalogue.entries
+            params = [_local(entries[i].param.detach()) for i in self._recordable]
             if params:
                 with torch.no_grad():
-                    self._manual_before = list(torch._foreach_mul(params, 1.0))
+                    copies = torch._foreach_mul(params, 1.0)
+                self._manual_before = dict(zip(self._recordable, copies, strict=True))
 
     def _manual_step(self, lr: float | torch.Tensor | None) -> None:
         step = self._step
@@ -712,17 +786,15 @@ class Recorder:
         run = self._schedules
         entries = self.catalogue.entries
         if run["params"](step):
-            pidx = np.array(range(len(entries)), dtype=np.int32)
-            pending.parts.append(
-                (Segment("stats", 0, 0, _KIND["param"], pidx), tensor_stats(before))
-            )
+            pidx = np.array(list(before), dtype=np.int32)
+            stats = tensor_stats(list(before.values()))
+            pending.parts.append((Segment("stats", 0, 0, _KIND["param"], pidx), stats))
         if run["updates"](step):
-            chosen = [i for i, e in enumerate(entries) if e.in_optimizer]
+            chosen = [i for i in before if entries[i].in_optimizer]
             if chosen:
                 mine = [before[i] for i in chosen]
                 after = [_local(entries[i].param.detach()) for i in chosen]
-                torch._foreach_sub_(mine, after)  # before - after = -update
-                stats = negate_stats(tensor_stats(mine))
+                stats = update_stats(mine, after)  # may overwrite the copy: no new buffers
                 uidx = np.array(chosen, dtype=np.int32)
                 pending.parts.append((Segment("stats", 0, 0, _KIND["update"], uidx), stats))
 
@@ -733,8 +805,7 @@ class Recorder:
         self._snapshot = None
         after = [_local(self.catalogue.entries[i].param.detach()) for i in uidx]
         with torch.no_grad():
-            torch._foreach_sub_(before, after)  # before - after = -update, exactly; no new buffers
-            stats = negate_stats(tensor_stats(before))
+            stats = update_stats(before, after)  # may overwrite the snapshot: no new buffers
         self._pending.parts.append((Segment("stats", 0, 0, _KIND["update"], uidx), stats))
 
     def _dispatch(self, pending: _PendingStep) -> None:
@@ -813,6 +884,14 @@ class Recorder:
             f"gradlog: writer error, some data was dropped (see meta.json counters): {err!r}",
         )
 
+    def _drop_scalars(self, n: int, why: str) -> None:
+        self._dropped_scalars += n
+        self._warn(
+            "scalar",
+            f"gradlog: dropped a scalar passed to log() ({why}); counted in "
+            "meta.json counters.dropped_scalars",
+        )
+
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -822,21 +901,70 @@ class Recorder:
         with self._meta_lock:
             self._meta["heartbeat"] = time.time()
             if hasattr(self, "writer"):
-                self._meta["counters"] = self.writer.counters.to_json()
+                self._meta["counters"] = {
+                    **self.writer.counters.to_json(),
+                    "dropped_scalars": self._dropped_scalars,
+                }
                 self._meta["errors"] = list(self.writer.errors)
+            self._meta["last_step"] = self._step - 1
             meta = dict(self._meta)
             # A full disk must not stop training; the parts already written stay valid.
             with contextlib.suppress(OSError):
                 write_json_atomic(meta_path(self.run_dir, self.rank), meta)
 
     def _atexit(self) -> None:
-        if not self._closed:
-            # The interpreter sets sys.last_value when an uncaught exception ended the program.
+        if not self._closed and os.getpid() == self._pid:
+            # The interpreter sets sys.last_value when an uncaught exception ended the program
+            # (IPython sets it for every error it shows: one from before this run is not ours).
             exc = getattr(sys, "last_value", None)
-            if exc is not None:
-                self.close(status="crashed", error=f"{type(exc).__name__}: {exc}")
-            else:
-                self.close(status="finished")
+            if exc is self._last_value_at_start:
+                exc = None
+            self.close(*exit_status(exc))
+
+
+def _scalar(key: str, value: Any) -> float | torch.Tensor:
+    """``value`` as a float or a one-element tensor copy; ValueError says why it cannot be."""
+    if not isinstance(key, str) or not key or len(key) > MAX_SCALAR_NAME:
+        raise ValueError(f"scalar names must have 1..{MAX_SCALAR_NAME} characters")
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{key}: a tensor of shape {tuple(value.shape)}, not one element")
+        if value.is_complex():
+            raise ValueError(f"{key}: a complex tensor")
+        # A copy: the tensor may change in place before this step is dispatched.
+        return value.detach().reshape(1).clone()
+    if isinstance(value, (complex, np.complexfloating, str, bytes)) or value is None:
+        raise ValueError(f"{key}: {type(value).__name__} is not a real number")
+    size = getattr(value, "size", None)
+    if isinstance(value, np.ndarray) and size != 1:
+        raise ValueError(f"{key}: an array of shape {value.shape}, not one element")
+    try:
+        out = float(value.item() if isinstance(value, np.ndarray) else value)
+    except OverflowError:  # an int beyond the float range
+        return math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{key}: {type(value).__name__} is not a number ({exc})") from None
+    return out
+
+
+def exit_status(exc: BaseException | None) -> tuple[str, str | None]:
+    """meta.json status and error for a run ended by ``exc`` (None: a normal end):
+    ``SystemExit(0)`` finishes, ``KeyboardInterrupt`` interrupts, anything else crashes."""
+    if exc is None:
+        return "finished", None
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return "finished", None
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "KeyboardInterrupt"
+    return "crashed", f"{type(exc).__name__}: {exc}"
+
+
+def _forget(pending: _PendingStep, key: str) -> None:
+    """Drop an earlier value of scalar ``key`` from ``pending`` (one value per step and name)."""
+    if any(k == key for k, _ in pending.scalar_tensors):
+        pending.scalar_tensors = [(k, t) for k, t in pending.scalar_tensors if k != key]
+    if any(k == key for _, k, _ in pending.scalars):
+        pending.scalars = [row for row in pending.scalars if row[1] != key]
 
 
 class _Concat:

@@ -11,17 +11,22 @@ Schedule = Callable[[int], bool]
 
 
 class _Described:
-    """A schedule with a readable description (stored in meta.json)."""
+    """A schedule with a readable description (stored in meta.json). Subclasses hold plain data,
+    so schedules pickle (Lightning's ddp_spawn, Ray) and compare by value."""
 
-    def __init__(self, fn: Schedule, description: str) -> None:
-        self._fn = fn
-        self.description = description
+    description: str
 
     def __call__(self, step: int) -> bool:
-        return self._fn(step)
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return self.description
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.description))
 
 
 def _positive_int(name: str, value: int) -> int:
@@ -30,36 +35,75 @@ def _positive_int(name: str, value: int) -> int:
     return value
 
 
+class _Every(_Described):
+    def __init__(self, n: int, offset: int) -> None:
+        self.n, self.offset = n, offset
+        self.description = f"every({n})" if offset == 0 else f"every({n}, offset={offset})"
+
+    def __call__(self, step: int) -> bool:
+        return step >= self.offset and (step - self.offset) % self.n == 0
+
+
+class _First(_Described):
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.description = f"first({k})"
+
+    def __call__(self, step: int) -> bool:
+        return step < self.k
+
+
+class _LogSpaced(_Described):
+    def __init__(self, per_decade: int) -> None:
+        self.per_decade = per_decade
+        self.description = f"log_spaced({per_decade})"
+
+    def __call__(self, step: int) -> bool:
+        # The first step of each log bucket: floor(per_decade * log10(s)) changes at s.
+        k = self.per_decade
+        if step < max(k, 2):  # dense start; also keeps log10(s - 1) defined at s = 1
+            return True
+        return math.floor(k * math.log10(step)) != math.floor(k * math.log10(step - 1))
+
+
+class _Never(_Described):
+    def __init__(self) -> None:
+        self.description = "never()"
+
+    def __call__(self, step: int) -> bool:
+        return False
+
+
+class _AnyOf(_Described):
+    def __init__(self, schedules: tuple[Schedule, ...]) -> None:
+        self.schedules = schedules
+        self.description = f"any_of({', '.join(describe(s) for s in schedules)})"
+
+    def __call__(self, step: int) -> bool:
+        return any(f(step) for f in self.schedules)
+
+
 def every(n: int, *, offset: int = 0) -> Schedule:
     """Steps ``offset, offset + n, offset + 2n, ...``."""
     _positive_int("every(n)", n)
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise ConfigError(f"every(offset=...) must be a non-negative integer, got {offset!r}")
-    return _Described(lambda s: s >= offset and (s - offset) % n == 0, f"every({n})")
+    return _Every(n, offset)
 
 
 def first(k: int) -> Schedule:
     """The first ``k`` steps."""
-    _positive_int("first(k)", k)
-    return _Described(lambda s: s < k, f"first({k})")
+    return _First(_positive_int("first(k)", k))
 
 
 def log_spaced(per_decade: int = 10) -> Schedule:
     """About ``per_decade`` steps per power of ten: dense early, sparse late (step 0 included)."""
-    _positive_int("log_spaced(per_decade)", per_decade)
-
-    def fn(s: int) -> bool:
-        # The first step of each log bucket: floor(per_decade * log10(s)) changes at s.
-        if s < max(per_decade, 2):  # dense start; also keeps log10(s - 1) defined at s = 1
-            return True
-        return math.floor(per_decade * math.log10(s)) != math.floor(per_decade * math.log10(s - 1))
-
-    return _Described(fn, f"log_spaced({per_decade})")
+    return _LogSpaced(_positive_int("log_spaced(per_decade)", per_decade))
 
 
 def never() -> Schedule:
     """No step."""
-    return _Described(lambda s: False, "never()")
+    return _Never()
 
 
 def any_of(*schedules: Schedule) -> Schedule:
@@ -67,8 +111,7 @@ def any_of(*schedules: Schedule) -> Schedule:
     for s in schedules:
         if not callable(s):
             raise ConfigError(f"any_of() takes schedules (step -> bool), got {s!r}")
-    names = ", ".join(describe(s) for s in schedules)
-    return _Described(lambda s: any(f(s) for f in schedules), f"any_of({names})")
+    return _AnyOf(tuple(schedules))
 
 
 def describe(schedule: Schedule) -> str:

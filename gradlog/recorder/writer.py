@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import threading
 import time
 import traceback
@@ -174,7 +175,10 @@ class Writer:
         self._cond = threading.Condition()
         self._stop = False
         self._buffers = {t.name: _TableBuffer(t) for t in (TENSORS, HISTS, STEPS, SCALARS)}
-        self._part_index = dict.fromkeys(self._buffers, 0)
+        # A resumed run (same run id) continues the part numbers: nothing is ever overwritten.
+        self._part_index = {
+            name: _next_part_index(run_dir / name / f"rank={rank}") for name in self._buffers
+        }
         self._steps_in_part = 0
         self._last_flush = time.monotonic()
         self._last_drain = self._last_flush
@@ -445,7 +449,7 @@ class Writer:
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / part_name(self._part_index[name])
         self._part_index[name] += 1
-        tmp = directory / f".{final.name}{TMP_SUFFIX}"
+        tmp = directory / f".{final.name}.{os.getpid()}{TMP_SUFFIX}"
         floats = [c for c in table.column_names if c in _FLOAT_COLS]
         try:
             with open(tmp, "wb") as f:
@@ -457,17 +461,52 @@ class Writer:
                     use_dictionary=["tensor", "kind", "name", "count"],
                     use_byte_stream_split=floats or False,
                     write_statistics=["step"],
+                    write_page_checksum=True,  # readers verify pages (CRC32): flips are caught
                     row_group_size=1 << 20,
                 )
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, final)
+            final = self._publish(tmp, final, name)
             _fsync_dir(directory)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         self.counters.parts_written += 1
         self.counters.bytes_written += final.stat().st_size
+
+    def _publish(self, tmp: Path, final: Path, table: str) -> Path:
+        """Give the complete part ``tmp`` its visible name without ever replacing a file: another
+        process writing the same run and rank may have taken the number meanwhile."""
+        for _ in range(1000):
+            try:
+                os.link(tmp, final)  # fails if ``final`` exists: exclusive, unlike a rename
+            except FileExistsError:
+                final = final.with_name(part_name(self._part_index[table]))
+                self._part_index[table] += 1
+                continue
+            except OSError:  # no hard links here (some network and FUSE file systems)
+                if final.exists():
+                    final = final.with_name(part_name(self._part_index[table]))
+                    self._part_index[table] += 1
+                    continue
+                os.replace(tmp, final)
+                return final
+            tmp.unlink()
+            return final
+        raise OSError(f"no free part number under {final.parent}")
+
+
+_PART_NUMBER = re.compile(r"^\.?part-(\d+)\.parquet")
+
+
+def _next_part_index(directory: Path) -> int:
+    """One past the highest part number in ``directory`` (visible or temporary), 0 if none."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    numbers = [int(m.group(1)) for n in names if (m := _PART_NUMBER.match(n))]
+    return max(numbers, default=-1) + 1
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -319,13 +319,25 @@ def test_an_exception_marks_the_run_crashed(tmp_path: Path) -> None:
     assert len(module.reference) == 3
 
 
-def test_a_recording_problem_does_not_stop_training(tmp_path: Path) -> None:
+def test_an_unusable_root_is_a_config_error_before_the_first_step(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    module = Regression()
     trainer = lp.Trainer(callbacks=[GradlogCallback(blocker)], max_steps=3, **trainer_kwargs())
+    with pytest.raises(ConfigError, match=r"cannot record under '.*a-file'"):
+        trainer.fit(Regression(), regression_data(3))
+    assert trainer.global_step == 0
+
+
+def test_a_recording_problem_does_not_stop_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(5, "Input/output error")  # e.g. a failing disk under the run directory
+
+    monkeypatch.setattr("gradlog.integrations.lightning.Recorder", broken)
+    trainer = lp.Trainer(callbacks=[GradlogCallback(tmp_path)], max_steps=3, **trainer_kwargs())
     with pytest.warns(GradlogWarning, match="could not start recording"):
-        trainer.fit(module, regression_data(3))
+        trainer.fit(Regression(), regression_data(3))
     assert trainer.global_step == 3
 
 

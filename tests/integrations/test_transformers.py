@@ -235,11 +235,30 @@ def test_bad_arguments_fail_at_construction(kwargs: dict[str, Any], match: str) 
         GradlogCallback(**kwargs)
 
 
-def test_a_recording_problem_does_not_stop_training(tmp_path: Path) -> None:
-    """A root that cannot hold runs (a file): one warning, and training goes on unrecorded."""
+def test_an_unusable_root_is_a_config_error_before_the_first_step(tmp_path: Path) -> None:
     root = tmp_path / "not-a-dir"
     root.write_text("")
-    cb = GradlogCallback(root)
+    trainer = Trainer(
+        model=TinyRegressor(),
+        args=_args(tmp_path, max_steps=2),
+        train_dataset=regression_data(64),
+        callbacks=[GradlogCallback(root)],
+    )
+    with pytest.raises(ConfigError, match=r"cannot record under '.*not-a-dir'"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_a_recording_problem_does_not_stop_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorder that cannot start (a failing disk): one warning, training goes on unrecorded."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("gradlog.integrations.transformers.Recorder", broken)
+    cb = GradlogCallback(tmp_path / "runs")
     trainer = Trainer(
         model=TinyRegressor(),
         args=_args(tmp_path, max_steps=2),

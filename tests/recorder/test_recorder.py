@@ -605,8 +605,8 @@ def test_without_with_and_close_is_idempotent(tmp_path: Path) -> None:
     torch.autograd.backward(_loss(model, *_batch()))
     opt.step()
     assert [r["step"] for r in _steps(rec.run_dir)] == [0, 1]
-    with pytest.raises(ConfigError, match=r"log\(\) called after close\(\)"):
-        rec.log(loss=1.0)
+    with pytest.warns(GradlogWarning, match=r"log\(\) after close\(\): log before closing"):
+        rec.log(loss=1.0)  # dropped and counted, never raised
 
 
 def test_flush_makes_parts_visible_while_running(tmp_path: Path) -> None:
@@ -692,19 +692,36 @@ def test_bad_constructor_input(tmp_path: Path, kwargs: dict[str, Any], match: st
     assert opt._optimizer_step_pre_hooks == {}  # no hook left behind
 
 
-def test_bad_log_input(tmp_path: Path) -> None:
+def test_odd_log_values_are_converted_or_dropped_never_raised(tmp_path: Path) -> None:
+    import decimal
+    import fractions
+
     model, opt = _good_args()
     with Recorder(model, opt, root=tmp_path) as rec:
-        with pytest.raises(ConfigError, match=r"got a tensor of shape \(3,\); pass a single"):
-            rec.log(loss=torch.ones(3))
-        with pytest.raises(ConfigError, match=r"log\(note=...\) got str; pass a number"):
-            rec.log(note="hello")  # type: ignore[arg-type]
-        with pytest.raises(ConfigError, match=r"log\(z=...\) got complex"):
-            rec.log(z=1j)  # type: ignore[arg-type]
-        with pytest.raises(ConfigError, match=r"scalar names must have 1..256 characters"):
-            rec.log(**{"x" * 257: 1.0})
+        with pytest.warns(GradlogWarning, match=r"dropped a scalar passed to log\(\)"):
+            rec.log(loss=torch.ones(3))  # several elements: dropped
+        rec.log(note="hello", z=1j, none=None, zt=torch.tensor(1j), arr=np.ones(2))
+        rec.log(**{"x" * 257: 1.0, "": 2.0})  # names out of range: dropped
         rec.log(ok=torch.tensor([[2.0]]))  # one element of any shape is fine
-    assert scalar_rows(only_run(tmp_path)) == {(0, "ok"): 2.0}
+        rec.log(flag=True, half=np.float16(0.5), dec=decimal.Decimal("0.25"))
+        rec.log(frac=fractions.Fraction(3, 4), one=np.array([7.0]), big=10**400, small=-(10**400))
+        opt.zero_grad()
+        torch.autograd.backward(_loss(model, *_batch()))
+        opt.step()  # recording goes on
+    run = only_run(tmp_path)
+    assert scalar_rows(run) == {
+        (0, "ok"): 2.0,
+        (0, "flag"): 1.0,
+        (0, "half"): 0.5,
+        (0, "dec"): 0.25,
+        (0, "frac"): 0.75,
+        (0, "one"): 7.0,
+        (0, "big"): math.inf,
+        (0, "small"): -math.inf,
+        (0, "lr/0"): 0.1,
+    }
+    assert read_meta(run)["counters"]["dropped_scalars"] == 8
+    assert len(stat_rows(run, "grad")) == len(CHAIN_NAMES)
 
 
 def test_recorder_import_does_not_import_polars_or_scipy() -> None:
@@ -743,3 +760,63 @@ def test_global_norm_agrees_with_and_without_tensor_statistics(tmp_path: Path) -
         assert r["grad_norm"] == pytest.approx(want, rel=1e-5)
     for r in steps[4:]:
         assert math.isnan(r["grad_norm"])  # recorded as NaN, not as missing (null)
+
+
+def test_a_name_logged_twice_in_one_step_keeps_the_last_value(tmp_path: Path) -> None:
+    model, opt = _good_args()
+    with Recorder(model, opt, root=tmp_path) as rec:
+        for step in range(2):
+            opt.zero_grad()
+            torch.autograd.backward(_loss(model, *_batch()))
+            opt.step()
+            rec.log(loss=1.0 + step, acc=0.5)
+            rec.log(loss=torch.tensor(10.0 + step))  # a tensor replaces the float
+            rec.log(acc=0.75)  # a float replaces the float
+    scalars = scalar_rows(only_run(tmp_path))  # fails on any duplicate (step, name)
+    assert [scalars[(s, "loss")] for s in range(2)] == [10.0, 11.0]
+    assert [scalars[(s, "acc")] for s in range(2)] == [0.75, 0.75]
+
+
+@pytest.mark.parametrize("close_first", ["a", "b"])
+def test_two_recorders_sharing_one_grad_scaler_each_keep_their_skips(
+    tmp_path: Path, close_first: str
+) -> None:
+    models = {k: chain_model() for k in "ab"}
+    opts = {k: torch.optim.SGD(m.parameters(), lr=0.01) for k, m in models.items()}
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    recs = {k: Recorder(models[k], opts[k], root=tmp_path / k, scaler=scaler) for k in "ab"}
+
+    def step(inject_inf: bool) -> None:
+        for k in "ab":
+            opts[k].zero_grad()
+            torch.autograd.backward(scaler.scale(_loss(models[k], *_batch())))
+            if inject_inf:
+                first = next(models[k].parameters())
+                assert first.grad is not None
+                first.grad[0, 0] = math.inf
+            scaler.step(opts[k])
+        scaler.update()
+
+    step(False)
+    recs[close_first].close()
+    still = "b" if close_first == "a" else "a"
+    step(True)  # skipped by the scaler: the live recorder must still see it
+    recs[still].close()
+    assert "step" not in vars(scaler)  # every wrapper gone
+    skipped = [
+        r["skipped"]
+        for r in sorted(read_rows(only_run(tmp_path / still), "steps"), key=lambda r: r["step"])
+    ]
+    assert skipped == [False, True]
+
+
+def test_schedules_pickle_and_keep_their_meaning() -> None:
+    import pickle
+
+    from gradlog.recorder import any_of, first, log_spaced, never
+
+    for sched in (every(3, offset=1), first(4), log_spaced(5), never(), any_of(first(2), every(7))):
+        again = pickle.loads(pickle.dumps(sched))
+        assert again == sched
+        assert repr(again) == repr(sched)
+        assert [again(s) for s in range(60)] == [sched(s) for s in range(60)]
