@@ -98,10 +98,20 @@ _KIND = Column(
 STAT_COLUMNS: tuple[Column, ...] = (
     Column("count", "int64", "Number of elements (numel), NaN and Inf included."),
     Column("sum", "float32", "Sum of the finite elements."),
-    Column("sumsq", "float32", "Sum of squares of the finite elements."),
+    Column(
+        "sumsq",
+        "float64",
+        "Sum of squares of the finite elements (float64: it stays finite for gradients up to "
+        "1e154; values within the float32 range are stored at float32 precision).",
+    ),
     Column("min", "float32", "Smallest finite element; +inf when there is none."),
     Column("max", "float32", "Largest finite element; -inf when there is none."),
-    Column("absmax", "float32", "Largest |x| over finite elements; 0 when there is none."),
+    Column(
+        "absmax",
+        "float64",
+        "Largest |x| over finite elements; 0 when there is none (float64, like sumsq; sum, "
+        "min and max saturate to +-inf beyond the float32 range, the nonfinite count does not).",
+    ),
     Column("zeros", "int64", "Number of elements equal to zero (+0 or -0)."),
     Column("nonfinite", "int64", "Number of NaN, +Inf and -Inf elements."),
 )

@@ -43,6 +43,19 @@ _SUMSQ = TENSORS.names[3:].index("sumsq")
 _NONFINITE = TENSORS.names[3:].index("nonfinite")
 _FLOAT_COLS = {"sum", "sumsq", "min", "max", "absmax"}
 MAX_ERRORS_KEPT = 20
+
+
+def _stat_floats(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """A statistics column: -0.0 stored as 0.0; a float64 column holds float32 precision where
+    float32 holds the value (so it compresses like float32) and full float64 beyond it."""
+    v = np.asarray(values, dtype=np.float64) + 0.0  # -0.0 + 0.0 == +0.0
+    if pa.types.is_float64(typ):
+        with np.errstate(over="ignore"):
+            v32 = v.astype(np.float32)
+        v = np.where(np.isfinite(v32) | ~np.isfinite(v), v32.astype(np.float64), v)
+    return pa.array(v).cast(typ)
+
+
 _VALID = "__valid"
 
 
@@ -439,6 +452,8 @@ class Writer:
             elif f.nullable and pa.types.is_floating(f.type):
                 missing = ~cols[f"{f.name}{_VALID}"][order].astype(bool)
                 arr = pa.array(values.astype(np.float64), mask=missing).cast(f.type)
+            elif f.name in _FLOAT_COLS:
+                arr = _stat_floats(values, f.type)
             else:
                 arr = pa.array(values).cast(f.type)
             arrays.append(arr)
