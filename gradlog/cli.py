@@ -1,4 +1,9 @@
-"""The ``gradlog`` command. User mistakes become one clean line on stderr (exit 2), here only."""
+"""The ``gradlog`` command. User mistakes become one clean line on stderr (exit 2), here only.
+
+Exit codes, the same for every command (docs/CLI.md): 0 clean; 1 a finding at or above
+``--fail-on``; 2 usage error (bad option, a path that does not exist or holds no run); 3 a run
+that is broken (unreadable, crashed, or only partly analysed), unless ``--allow-incomplete``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,16 @@ from typing import Any, TypeVar
 
 import click
 
-from gradlog.errors import ConfigError, GradlogError
-from gradlog.rundir import Run, find_runs, open_run
+from gradlog._version import __version__
+from gradlog.errors import ConfigError, GradlogError, RunNotFoundError
+from gradlog.rundir import Run, discover, open_run
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_BROKEN = 3
 
 
 def _clean_errors(fn: F) -> F:
@@ -26,15 +37,73 @@ def _clean_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except GradlogError as exc:
             click.echo(f"gradlog: error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
 
 
-@click.group()
-@click.version_option(package_name="gradlog")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="gradlog")
 def main() -> None:
-    """Record, analyze and report the gradients of PyTorch training runs."""
+    """Record, analyze and report the gradients of PyTorch training runs.
+
+    Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage error, 3 a broken run
+    (unreadable, crashed or partial).
+    """
+
+
+def _selection(fn: F) -> F:
+    """--include/--exclude: globs on a run's directory name, relative path or run id."""
+    fn = click.option(
+        "--exclude",
+        multiple=True,
+        metavar="GLOB",
+        help="Leave out runs whose directory name, path below PATH or run id matches (repeatable).",
+    )(fn)
+    return click.option(
+        "--include",
+        multiple=True,
+        metavar="GLOB",
+        help="Keep only runs whose directory name, path below PATH or run id matches (repeatable).",
+    )(fn)
+
+
+def _verbosity(fn: F) -> F:
+    fn = click.option("-v", "--verbose", count=True, help="More detail (repeatable).")(fn)
+    return click.option(
+        "-q", "--quiet", count=True, help="Less output: -q only the summary, -qq nothing."
+    )(fn)
+
+
+def _select_runs(
+    paths: tuple[Path, ...], include: tuple[str, ...], exclude: tuple[str, ...]
+) -> list[Path]:
+    """The runs under ``paths`` (at any depth, filtered); a usage error names each path that
+    does not exist or holds no (matching) run."""
+    runs, missing = discover(paths or (Path("."),), include=include, exclude=exclude)
+    if missing:
+        raise RunNotFoundError("; ".join(why for _, why in missing))
+    return runs
+
+
+def _format_option(choices: tuple[str, ...]) -> Callable[[F], F]:
+    def deco(fn: F) -> F:
+        fn = click.option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            help="Same as --format json.",
+        )(fn)
+        return click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(choices),
+            default="text",
+            show_default=True,
+            help="Output format (json: docs/CLI.md).",
+        )(fn)
+
+    return deco
 
 
 def _human_bytes(n: int) -> str:
@@ -67,53 +136,110 @@ def _duration_text(d: float | None) -> str:
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def _directory_text(run: Path) -> str:
+    """The run's directory as the user would type it: relative to the working directory when
+    it lies below it."""
+    try:
+        return run.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(run)
+
+
+def _broken_exit(broken: list[str], allow: bool, quiet: int) -> None:
+    """Warn about each broken run (unless -qq) and exit 3 unless ``allow``."""
+    if quiet < 2:
+        for b in broken:
+            click.echo(f"gradlog: broken run: {_printable(b, 300)}", err=True)
+    if broken and not allow:
+        sys.exit(EXIT_BROKEN)
+
+
+_ALLOW_OPTION = click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Exit 0 rather than 3 when a run is unreadable, crashed or partial.",
+)
+
+
 @main.command("ls")
-@click.argument("root", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@_selection
+@_format_option(("text", "json"))
+@_ALLOW_OPTION
+@_verbosity
 @_clean_errors
-def ls_command(root: Path, as_json: bool) -> None:
-    """List the runs under ROOT: run, name, status, steps, tensors, size."""
-    infos: list[Run] = [open_run(p) for p in find_runs(root)]
-    if as_json:
-        click.echo(json.dumps({"runs": [i.summary() for i in infos]}, indent=1))
-        return
-    if not infos:
-        click.echo(f"no runs under {root}")
-        return
-    rows = [
-        [
-            i.run_id,
-            _printable(i.name),
-            i.status,
-            str(i.steps),
-            str(len(i.catalogue)),
-            _human_bytes(i.size_bytes),
+def ls_command(
+    *,
+    paths: tuple[Path, ...],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    fmt: str,
+    as_json: bool,
+    allow_incomplete: bool,
+    quiet: int,
+    verbose: int,
+) -> None:
+    """List the runs at any depth under PATHS (default: .): directory, run id, name, status,
+    steps, tensors, size."""
+    from gradlog.cli_json import ls_json
+
+    infos: list[Run] = [open_run(p) for p in _select_runs(paths, include, exclude)]
+    broken = [f"{_directory_text(i.path)}: {b}" for i in infos if (b := i.broken)]
+    if as_json or fmt == "json":
+        click.echo(json.dumps(ls_json(infos), indent=1, allow_nan=False))
+    elif quiet == 0:
+        rows = [
+            [
+                _printable(_directory_text(i.path), 60),
+                _printable(i.run_id),
+                _printable(i.name),
+                i.status,
+                str(i.steps),
+                str(len(i.catalogue)),
+                _human_bytes(i.size_bytes),
+            ]
+            for i in infos
         ]
-        for i in infos
-    ]
-    click.echo(_table(rows, ["run", "name", "status", "steps", "tensors", "size"]))
-    problems = [i for i in infos if i.problems]
-    for i in problems:
-        for p in i.problems:
-            click.echo(f"warning: {i.run_id}: {p}", err=True)
+        header = ["directory", "run", "name", "status", "steps", "tensors", "size"]
+        click.echo(_table(rows, header))
+    if quiet < 2:
+        for i in infos:
+            for prob in i.problems if verbose or i.broken else []:
+                click.echo(f"warning: {_directory_text(i.path)}: {_printable(prob, 300)}", err=True)
+    _broken_exit(broken, allow_incomplete, quiet + 2)
 
 
 @main.command("show")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@_format_option(("text", "json"))
+@_ALLOW_OPTION
 @_clean_errors
-def show_command(run: Path, as_json: bool) -> None:
+def show_command(run: Path, fmt: str, as_json: bool, allow_incomplete: bool) -> None:
     """Summarise one run: its meta.json and what its parts hold."""
-    info = open_run(run).require()
-    if as_json:
-        click.echo(json.dumps(info.summary(detail=True), indent=1))
+    from gradlog.cli_json import show_json
+
+    if not (run / "meta.json").is_file() and run.is_dir():
+        found, _ = discover([run])
+        if found:
+            raise ConfigError(
+                f"{run} is not a run but holds {len(found)}; show takes one run, e.g. "
+                f"{_directory_text(found[0])} (list them with gradlog ls {run})"
+            )
+    info = open_run(run)
+    if as_json or fmt == "json":
+        click.echo(json.dumps(show_json(info), indent=1, allow_nan=False))
+        _broken_exit([info.broken] if info.broken else [], allow_incomplete, 0)
+        return
+    if not info.readable:
+        _broken_exit([f"{run}: {info.broken}"], allow_incomplete, 0)
         return
     meta = info.meta
     summary = info.summary()
     versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
     schedules = ", ".join(f"{k}={v}" for k, v in meta.get("schedules", {}).items())
     lines = [
-        f"run        {info.run_id}",
+        f"run        {_printable(info.run_id, 200)}",
+        f"directory  {_printable(_directory_text(info.path), 200)}",
         f"name       {_printable(info.name, 200)}",
         f"status     {info.status}",
         f"steps      {info.steps}",
@@ -140,9 +266,10 @@ def show_command(run: Path, as_json: bool) -> None:
         lines.append(
             f"dropped    {dropped_steps} steps, {dropped_rows} rows (see meta.json errors)"
         )
-    for p in info.problems:
-        lines.append(f"problem    {p}")
+    for prob in info.problems:
+        lines.append(f"problem    {_printable(prob, 300)}")
     click.echo("\n".join(lines))
+    _broken_exit([f"{run}: {info.broken}"] if info.broken else [], allow_incomplete, 2)
 
 
 _SEVERITIES = ("warning", "error")
@@ -178,57 +305,161 @@ _SET_OPTION = click.option(
 )
 
 
+def _show_progress(no_progress: bool, quiet: int) -> bool:
+    """A progress bar only when asked for and stderr is a terminal."""
+    return not no_progress and quiet == 0 and sys.stderr.isatty()
+
+
+def _run_broken(run: Any) -> str | None:
+    """Why an analysed run is broken (unreadable, missing, crashed or partial), or None."""
+    if run.status in ("unreadable", "missing", "crashed"):
+        why = run.problems[0] if run.problems else run.status
+        return f"{run.status}: {why}"
+    if run.partial:
+        why = run.problems[0] if run.problems else f"status {run.status}"
+        return f"partial: {why}"
+    return None
+
+
+def _verdict(
+    result: Any, fail_on: str | None, allow_incomplete: bool
+) -> tuple[list[str | None], dict[str, int], int, str]:
+    """Each run's broken reason, findings per severity, the exit code and its reason."""
+    from gradlog.analysis import Severity
+
+    broken = [_run_broken(r) for r in result.runs]
+    counts = {s.value: 0 for s in sorted(Severity, key=lambda s: -s.rank)}
+    for f in result.findings:
+        counts[f.severity.value] += 1
+    n_broken = sum(b is not None for b in broken)
+    if n_broken and not allow_incomplete:
+        return broken, counts, EXIT_BROKEN, f"{n_broken} broken run{'s' * (n_broken != 1)}"
+    if fail_on is not None:
+        limit = Severity(fail_on)
+        hits = sum(1 for f in result.findings if f.severity >= limit)
+        if hits:
+            return broken, counts, EXIT_FINDINGS, f"{hits} at or above --fail-on {fail_on}"
+        return broken, counts, EXIT_OK, f"none at or above --fail-on {fail_on}"
+    return broken, counts, EXIT_OK, "no --fail-on given"
+
+
+def _summary_line(
+    result: Any, broken: list[str | None], counts: dict[str, int], code: int, why: str
+) -> str:
+    n = len(result.runs)
+    found = ", ".join(f"{v} {k}" for k, v in counts.items())
+    n_broken = sum(b is not None for b in broken)
+    return f"gradlog: {n} run{'s' * (n != 1)} ({n_broken} broken); {found}; exit {code}: {why}"
+
+
+def _github_escape(text: str, *, prop: bool = False) -> str:
+    out = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return out.replace(":", "%3A").replace(",", "%2C") if prop else out
+
+
+def github_annotations(result: Any, broken: list[str | None]) -> str:
+    """GitHub Actions workflow commands: one ``::error``/``::warning``/``::notice`` per finding
+    and broken run, with the run's meta.json as the file."""
+    from gradlog.cli_json import sorted_findings
+
+    level = {"error": "error", "warning": "warning", "info": "notice"}
+    lines: list[str] = []
+    for run, why in zip(result.runs, broken, strict=True):
+        file = _github_escape(_directory_text(Path(run.path) / "meta.json"), prop=True)
+        if why is not None:
+            title = _github_escape(f"gradlog: broken run {run.run_id}", prop=True)
+            lines.append(f"::error file={file},title={title}::{_github_escape(why)}")
+        for f in sorted_findings(run.findings):
+            where = f" [{f.tensor}]" if f.tensor else ""
+            steps = "" if f.step_start is None else f" (steps {f.step_start}-{f.step_end})"
+            title = _github_escape(f"gradlog {f.kind.value}{where} in {run.run_id}", prop=True)
+            text = _github_escape(f"{f.message}{steps} Hint: {f.hint}")
+            lines.append(f"::{level[f.severity.value]} file={file},title={title}::{text}")
+    for f in sorted_findings(result.batch_findings):
+        title = _github_escape(f"gradlog batch {f.kind.value}", prop=True)
+        text = _github_escape(f"{f.message} Hint: {f.hint}")
+        lines.append(f"::{level[f.severity.value]} title={title}::{text}")
+    return "\n".join(lines)
+
+
 @main.command("analyze")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@_selection
+@_format_option(("text", "json", "github"))
 @click.option(
     "--fail-on",
     type=click.Choice(_SEVERITIES),
     default=None,
     help="Exit 1 when a finding reaches this severity.",
 )
+@_ALLOW_OPTION
 @_CONFIG_OPTION
 @_SET_OPTION
 @click.option("--no-save", is_flag=True, help="Do not write <run>/analysis.json.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (none when stderr is no tty).")
+@_verbosity
 @_clean_errors
 def analyze_command(
     *,
     paths: tuple[Path, ...],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    fmt: str,
     as_json: bool,
     fail_on: str | None,
+    allow_incomplete: bool,
     config_file: Path | None,
     settings: tuple[str, ...],
     no_save: bool,
+    no_progress: bool,
+    quiet: int,
+    verbose: int,
 ) -> None:
-    """Run the detectors, trends and hints over the runs under PATHS."""
-    from gradlog.analysis import Severity, analyze
+    """Run the detectors, trends and hints over the runs at any depth under PATHS."""
+    from gradlog.analysis import analyze
+    from gradlog.cli_json import analysis_json
 
+    fmt = "json" if as_json else fmt
     cfg = _analysis_config(config_file, settings)
-    result = analyze(list(paths), cfg, progress=True, save=not no_save)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=1, allow_nan=False))
-    else:
-        click.echo(analysis_text(result))
-    if fail_on is not None:
-        limit = Severity(fail_on)
-        if any(f.severity >= limit for f in result.findings):
-            sys.exit(1)
+    runs = _select_runs(paths, include, exclude)
+    progress = _show_progress(no_progress, quiet)
+    result = analyze(runs, cfg, progress=progress, save=not no_save)
+    broken, counts, code, why = _verdict(result, fail_on, allow_incomplete)
+    if fmt == "json":
+        doc = analysis_json(result, broken, counts, code, why)
+        click.echo(json.dumps(doc, indent=1, allow_nan=False))
+    elif fmt == "github":
+        text = github_annotations(result, broken)
+        if text:
+            click.echo(text)
+    elif quiet == 0:
+        click.echo(analysis_text(result, verbose=verbose))
+    if quiet < 2:
+        click.echo(_summary_line(result, broken, counts, code, why), err=fmt != "text")
+    sys.exit(code)
 
 
-def analysis_text(result: Any) -> str:
+def analysis_text(result: Any, verbose: int = 0) -> str:
     """The readable findings summary of a BatchResult (what ``gradlog analyze`` prints)."""
+    from gradlog.cli_json import sorted_findings
+
     lines: list[str] = []
     for run in result.runs:
         head = f"{run.run_id}  {_printable(run.name)}  {run.status}  {run.steps} steps"
         lines.append(head + ("  (partial)" if run.partial else ""))
+        if verbose:
+            lines.append(f"  path: {_printable(run.path, 200)}")
         for p in run.problems:
             lines.append(f"  problem: {_printable(p, 200)}")
-        for f in sorted(run.findings, key=lambda f: -f.severity.rank):
+        for f in sorted_findings(run.findings):
             where = f" [{_printable(f.tensor, 60)}]" if f.tensor else ""
             lines.append(
                 f"  {f.severity.value:7s} {f.kind.value}{where}: {_printable(f.message, 300)}"
             )
             lines.append(f"          -> {_printable(f.hint, 300)}")
+            if verbose:
+                ev = ", ".join(f"{k}={v}" for k, v in f.evidence.items())
+                lines.append(f"          evidence: {_printable(ev, 300)}")
         conv = run.convergence
         if conv is not None and conv.projected_loss is not None:
             lines.append(
@@ -237,7 +468,7 @@ def analysis_text(result: Any) -> str:
                 f"{conv.projected_high or 0:.4g}] at step {conv.projected_step}"
             )
         lines.append("")
-    for f in result.batch_findings:
+    for f in sorted_findings(result.batch_findings):
         lines.append(f"batch: {_printable(f.message, 300)}")
         lines.append(f"       -> {_printable(f.hint, 300)}")
     if len(result.ranking) > 1:
@@ -249,6 +480,7 @@ def analysis_text(result: Any) -> str:
 
 @main.command("report")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_selection
 @click.option(
     "-o",
     "--output",
@@ -259,28 +491,58 @@ def analysis_text(result: Any) -> str:
     help="The HTML file to write; a batch also writes one page per run under its folder's runs/ "
     "and plotly.min.js beside it.",
 )
+@click.option(
+    "--fail-on",
+    type=click.Choice(_SEVERITIES),
+    default=None,
+    help="Exit 1 when a finding reaches this severity (the report is written first).",
+)
+@_ALLOW_OPTION
 @_CONFIG_OPTION
 @_SET_OPTION
-@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (none when stderr is no tty).")
+@_verbosity
 @_clean_errors
 def report_command(
     *,
     paths: tuple[Path, ...],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
     output: Path,
+    fail_on: str | None,
+    allow_incomplete: bool,
     config_file: Path | None,
     settings: tuple[str, ...],
     no_progress: bool,
+    quiet: int,
+    verbose: int,
 ) -> None:
-    """Write an HTML report of the runs under PATHS (runs or folders of runs).
+    """Write an HTML report of the runs at any depth under PATHS.
 
     Saved analyses (analysis.json) are reused when they were made by this gradlog version with
     the same settings from the same files; other runs are analysed first (and saved).
     """
-    from gradlog.report import build_report
+    from gradlog.analysis.current import current_results
+    from gradlog.report.build import write_report
 
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"the report is an HTML file: give a name ending in .html, not {output}")
     cfg = _analysis_config(config_file, settings)
-    out = build_report(list(paths), output, progress=not no_progress, config=cfg)
-    click.echo(str(out))
+    runs = _select_runs(paths, include, exclude)
+    progress = _show_progress(no_progress, quiet)
+    result, analysed = current_results(runs, cfg, progress=progress)
+    out = write_report(result, output, progress=progress)
+    broken, counts, code, why = _verdict(result, fail_on, allow_incomplete)
+    if quiet == 0:
+        if verbose:
+            click.echo(f"analysed {len(analysed)} of {len(runs)} runs; reused the others")
+        click.echo(str(out))
+    if quiet < 2:
+        for b in broken:
+            if b is not None:
+                click.echo(f"gradlog: broken run: {_printable(b, 300)}", err=True)
+        click.echo(_summary_line(result, broken, counts, code, why), err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

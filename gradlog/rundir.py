@@ -13,6 +13,7 @@ other runs. Only a path that is not a run at all raises (:class:`RunNotFoundErro
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
@@ -363,6 +364,18 @@ class Run:
             raise CorruptRunError(self.problems[0] if self.problems else f"{self.path}: unreadable")
         return self
 
+    @property
+    def broken(self) -> str | None:
+        """Why this run cannot be trusted whole (meta.json unreadable, crashed, parts that cannot
+        be read); None when it can. The CLI exits 3 on such a run."""
+        if not self.readable:
+            return self.problems[0] if self.problems else "meta.json cannot be read"
+        if self.status == "crashed":
+            error = self.meta.get("error")
+            return f"crashed: {error}" if isinstance(error, str) else "crashed"
+        lost = [p for p in self.problems if p.startswith("unreadable part")]
+        return lost[0] if lost else None
+
     def summary(self, *, detail: bool = False) -> dict[str, Any]:
         """What ``gradlog ls --json`` (and with ``detail``, ``show --json``) prints."""
         out: dict[str, Any] = {
@@ -376,6 +389,7 @@ class Run:
             "size_bytes": self.size_bytes,
             "duration_s": self.duration_s,
             "problems": list(self.problems),
+            "broken": self.broken,
         }
         if detail:
             out["rows"] = {t: self.rows(t) for t in TABLES}
@@ -454,19 +468,65 @@ def open_run(path: str | Path) -> Run:
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """``root`` itself if it is a run, else the runs directly below it (sorted by name)."""
+    """``root`` itself if it is a run, else every run at any depth below it, in path order.
+
+    A directory holding ``meta.json`` is a run; nothing inside a run is searched, nor hidden
+    directories (``.git``) or symbolic links to directories (no cycles).
+    """
     root = Path(root)
     if not root.exists():
         raise RunNotFoundError(f"{root} does not exist")
     if (root / META_FILE).is_file():
         return [root]
     if not root.is_dir():
-        raise RunNotFoundError(f"{root} is not a directory of runs")
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / META_FILE).is_file())
+        raise RunNotFoundError(f"{root} is not a run directory nor a directory of runs")
+    runs: list[Path] = []
+    for current, dirs, _files in os.walk(root):
+        here = Path(current)
+        if here != root and (here / META_FILE).is_file():
+            runs.append(here)
+            dirs.clear()
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
+    return sorted(runs, key=lambda p: p.parts)
 
 
-def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Every run under ``paths`` once (in order), and (path, why) for each path without runs."""
+def _meta_run_id(run_dir: Path) -> str | None:
+    """The ``run_id`` in ``run_dir``'s meta.json, or None when it cannot be read."""
+    with contextlib.suppress(OSError, UnicodeDecodeError, ValueError, RecursionError):
+        raw = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
+        if isinstance(raw, dict) and isinstance(raw.get("run_id"), str):
+            return str(raw["run_id"])
+    return None
+
+
+def run_matches(run_dir: Path, root: Path, patterns: Iterable[str]) -> bool:
+    """Whether a glob in ``patterns`` matches the run's directory name, its path relative to
+    ``root`` (``/``-separated) or its meta.json ``run_id``."""
+    names = [run_dir.name]
+    with contextlib.suppress(ValueError):
+        names.append(run_dir.relative_to(root).as_posix())
+    pats = list(patterns)
+    if not pats:
+        return False
+    if any(fnmatch.fnmatchcase(n, p) for n in names for p in pats):
+        return True
+    run_id = _meta_run_id(run_dir)
+    return run_id is not None and any(fnmatch.fnmatchcase(run_id, p) for p in pats)
+
+
+def discover(
+    paths: Iterable[str | Path],
+    *,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every run under ``paths`` once (in order), and (path, why) for each path without runs.
+
+    With ``include`` a run must match one of its globs, and it must match none of ``exclude``
+    (see :func:`run_matches`); a path whose runs are all filtered out counts as without runs.
+    """
+    inc, exc = list(include), list(exclude)
     runs: list[Path] = []
     seen: set[Path] = set()
     missing: list[tuple[Path, str]] = []
@@ -474,12 +534,20 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, 
         path = Path(p)
         try:
             found = find_runs(path)
-        except RunNotFoundError as exc:
-            missing.append((path, str(exc)))
+        except RunNotFoundError as err:
+            missing.append((path, str(err)))
             continue
+        base = path if found != [path] else path.parent
+        kept = [
+            r
+            for r in found
+            if (not inc or run_matches(r, base, inc)) and not run_matches(r, base, exc)
+        ]
         if not found:
-            missing.append((path, f"no runs under {path}"))
-        for run in found:
+            missing.append((path, f"no runs under {path} (a run is a directory with {META_FILE})"))
+        elif not kept:
+            missing.append((path, f"no runs under {path} match --include/--exclude"))
+        for run in kept:
             key = run.resolve()
             if key not in seen:
                 seen.add(key)

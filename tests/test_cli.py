@@ -38,9 +38,9 @@ def test_ls_lists_runs_with_steps_and_tensors(root: Path) -> None:
     result = CliRunner().invoke(main, ["ls", str(root)])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert lines[0].split() == ["run", "name", "status", "steps", "tensors", "size"]
+    assert lines[0].split() == ["directory", "run", "name", "status", "steps", "tensors", "size"]
     assert len(lines) == 3
-    by_steps = sorted(int(line.split()[3]) for line in lines[1:])
+    by_steps = sorted(int(line.split()[4]) for line in lines[1:])
     assert by_steps == [5, 7]
     assert "\x1b" not in result.output  # control characters of names never reach the terminal
 
@@ -87,7 +87,7 @@ def test_corrupt_meta_is_a_clean_error(root: Path) -> None:
     run = next(p for p in root.iterdir() if "first" in p.name)
     (run / "meta.json").write_text("{not json")
     result = CliRunner().invoke(main, ["show", str(run)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # a broken run, not a usage error
     assert "cannot be read as JSON" in result.output
 
 
@@ -96,5 +96,7 @@ def test_unreadable_part_is_reported_not_fatal(root: Path) -> None:
     part = next((run / "tensors").rglob("part-*.parquet"))
     part.write_bytes(b"garbage")
     result = CliRunner().invoke(main, ["ls", str(root)])
-    assert result.exit_code == 0
+    assert result.exit_code == 3  # listed, and the lost data is not silent
     assert "unreadable part" in result.output
+    allowed = CliRunner().invoke(main, ["ls", str(root), "--allow-incomplete"])
+    assert allowed.exit_code == 0

@@ -95,7 +95,7 @@ def test_a_bad_run_does_not_stop_ls(tmp_path: Path) -> None:
     bad = _run(tmp_path, "bad")
     (bad / "meta.json").write_text('"just a string"')
     result = CliRunner().invoke(main, ["ls", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "unreadable" in result.output
     assert "finished" in result.output
 
