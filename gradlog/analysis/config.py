@@ -72,6 +72,9 @@ class AnalysisConfig:
     """Spikes closer than this many steps are one event; a loss spike this close is linked."""
     max_events: int = 20
     """At most this many spike events are reported per run."""
+    spike_min_tensors: int = 3
+    """A spike event is a warning when the loss spiked with it or at least this many tensors
+    spiked; a lone excursion without a loss reaction is info."""
 
     # dead / frozen
     dying_zero_frac: float = 0.5
@@ -184,6 +187,15 @@ class AnalysisConfig:
     """A run whose final loss is at least this many times that of a comparable run ..."""
     outlier_min_gap: float = 0.25
     """... and above it by at least this fraction of its own initial loss fell behind (warning)."""
+    outlier_spread: float = 5.0
+    """... or whose final loss is above the comparable runs' median by more than this many
+    robust spreads (1.4826 x MAD of their final losses, at least outlier_min_spread of the
+    median) and by outlier_min_gap of its initial loss: works for cross-entropy, where 10x
+    never happens."""
+    outlier_min_spread: float = 0.02
+    """Floor of the spread, as a fraction of the comparable runs' median final loss."""
+    lr_symptom_spike_share: float = 0.02
+    """Loss spikes in at least this share of logged steps are a too-high-lr symptom."""
 
     def replace(self, **overrides: Any) -> AnalysisConfig:
         """A copy with ``overrides`` applied and type-checked (unknown names are refused)."""

@@ -110,15 +110,10 @@ class RunFrames:
         the learning rate or the architecture.
         """
         if "first_nonfinite" not in self.cache:
-            skipped = self.steps.filter(pl.col("skipped").fill_null(False))["step"]
-            bad = pl.concat(
-                [
-                    self.grad.filter(pl.col("nonfinite") > 0)["step"],
-                    self.steps.filter(~pl.col("grad_norm").is_finite())["step"],
-                ]
-            )
-            bad = bad.filter(~bad.is_in(skipped.implode()))
-            self.cache["first_nonfinite"] = int(bad.min()) if len(bad) else None
+            from gradlog.analysis.phases import nonfinite_grad_steps  # (imports this module)
+
+            bad = nonfinite_grad_steps(self)  # an overflowed float32 norm is not a NaN
+            self.cache["first_nonfinite"] = bad[0] if bad else None
         first: int | None = self.cache["first_nonfinite"]
         return first
 

@@ -8,6 +8,7 @@ import polars as pl
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.phases import phases
 from gradlog.analysis.registry import detector
 from gradlog.analysis.robust import window_len
 
@@ -32,19 +33,21 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
     if g.is_empty():
         return out
     rows = []
+    end = phases(frames, cfg).healthy_end  # dying units are judged before a run broke
     for name, v in frames.by_tensor("step", "zero_frac"):
         z, s = v["zero_frac"], v["step"]
-        w = window_len(len(z), cfg.window_frac, cfg.min_window)
+        zh = z[s < end] if end is not None else z
+        w = window_len(len(zh), cfg.window_frac, cfg.min_window)
         rows.append(
             (
                 name,
                 int(s.min()),
                 int(s.max()),
-                len(z),
+                len(zh),
                 bool(np.all(z >= 1.0)),
-                float(z.min()),
-                float(np.median(z[:w])),
-                float(np.median(z[-w:])),
+                float(zh.min()) if len(zh) else 1.0,
+                float(np.median(zh[:w])) if len(zh) else 0.0,
+                float(np.median(zh[-w:])) if len(zh) else 0.0,
             )
         )
     per = pl.DataFrame(rows, schema=_PER_TENSOR, orient="row")
@@ -130,22 +133,46 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
         & (pl.col("late") >= cfg.dying_zero_frac)
         & (pl.col("late") - pl.col("early") >= cfg.dying_increase)
     )
+    acts = activations(frames)
     for row in dying.iter_rows(named=True):
         tensor, early, late = row["tensor"], float(row["early"]), float(row["late"])
+        act = acts.get(str(tensor))
+        relu = act in ZERO_GRADIENT_ACTIVATIONS
         out.append(
             make(
                 frames.run_id,
                 "dead",
                 Kind.DEAD,
-                Severity.WARNING,
-                f"The zero fraction of {tensor}'s gradient grew from {early:.0%} to "
-                f"{late:.0%}: units are dying.",
+                Severity.WARNING if relu else Severity.INFO,
+                f"The zero fraction of {tensor}'s gradient grew from {early:.0%} to {late:.0%}"
+                + (f": the {act} units it feeds are dying." if relu else " (zero gradients)."),
                 "Dying ReLUs: lower the learning rate, use LeakyReLU/GELU, or check the "
-                "initialisation and bias of the preceding layer.",
+                "initialisation and bias of the preceding layer."
+                if relu
+                else "Exact zeros mean parts of this tensor no longer affect the loss (inputs "
+                "that are zero or absent from the batches, masked positions, a saturated "
+                "activation"
+                + (f" after it: {act}" if act else "")
+                + "); check what feeds this layer before changing the learning rate.",
                 tensor=str(tensor),
                 steps=(int(row["s0"]), int(row["s1"])),
                 zero_frac_early=early,
                 zero_frac_late=late,
+                activation=act if act is not None else "unknown",
             )
         )
+    return out
+
+
+ZERO_GRADIENT_ACTIVATIONS = frozenset({"relu", "relu6", "hardtanh"})
+"""Activations with a flat zero-gradient region, whose units can die (the recorder's labels)."""
+
+
+def activations(frames: RunFrames) -> dict[str, str | None]:
+    """Each tensor's activation as the recorder's catalogue noted it (None: not recorded)."""
+    out: dict[str, str | None] = {}
+    for t in frames.run.meta.get("tensors") or []:
+        if isinstance(t, dict) and isinstance(t.get("name"), str):
+            act = t.get("activation")
+            out[t["name"]] = act if isinstance(act, str) else None
     return out

@@ -105,8 +105,12 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
                 "exploding",
                 Kind.EXPLODING,
                 Severity.WARNING,
-                f"The gradient norm of {tensor} grew {r:.3g}x (median {e:.3g} -> {la:.3g}, peak "
-                f"{pk:.3g}).",
+                f"The gradient norm of {tensor} "
+                + (
+                    f"grew {r:.3g}x (median {e:.3g} -> {la:.3g}, peak {pk:.3g})."
+                    if r > cfg.exploding_growth
+                    else f"reached {pk:.3g} (above {cfg.exploding_abs_norm:.3g})."
+                ),
                 HINT,
                 tensor=tensor,
                 steps=(s0, s1),

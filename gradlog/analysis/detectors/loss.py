@@ -10,6 +10,7 @@ from gradlog.analysis.convergence import initial_level
 from gradlog.analysis.detectors.update_ratio import ratio_profile
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.phases import healthy_loss, phases
 from gradlog.analysis.registry import detector
 from gradlog.analysis.robust import theil_sen, window_len
 
@@ -69,8 +70,9 @@ def _stalled(
         )
     else:
         hint = (
-            "The learning rate may be too high (Adam with a large learning rate often stalls) or "
-            "too low: compare runs at 10x lower and higher. Check that the labels match the "
+            "The learning rate may be too high"
+            + (" (Adam with a large learning rate often stalls)" if adam else "")
+            + " or too low: compare runs at 10x lower and higher. Check that the labels match the "
             "inputs (wrong or shuffled labels stall at the chance level) and that the model can "
             "fit a single batch."
         )
@@ -130,6 +132,14 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
             )
         )
         return out
+    if phases(frames, cfg).broken:
+        # a run that went non-finite has no plateau or convergence to speak of; its segment
+        # before that is judged for oscillation (a too-high-lr symptom) only
+        step, loss = healthy_loss(frames, cfg)
+        if len(loss) < 2 * cfg.min_window:
+            return out
+        tw = window_len(len(loss), cfg.plateau_window_frac, 2 * cfg.min_window)
+        return out + _oscillation(frames, cfg, step, loss, tw)
     tw = window_len(len(loss), cfg.plateau_window_frac, 2 * cfg.min_window)
     slope, _lo, hi = theil_sen(step[-tw:].astype(np.float64), loss[-tw:])
     drop = -slope * float(step[-1] - step[-tw]) / max(abs(end), 1e-12)
@@ -162,6 +172,14 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
                 total_improvement=progress,
             )
         )
+    return out + _oscillation(frames, cfg, step, loss, tw)
+
+
+def _oscillation(
+    frames: RunFrames, cfg: AnalysisConfig, step: np.ndarray, loss: np.ndarray, tw: int
+) -> list[Finding]:
+    """Period-2 oscillation over the last ``tw`` logged losses."""
+    out: list[Finding] = []
     d = np.diff(loss[-tw:])
     if len(d) > 4 and np.std(d) > 0:
         ac = float(np.corrcoef(d[:-1], d[1:])[0, 1])

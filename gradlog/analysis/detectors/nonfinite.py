@@ -8,6 +8,7 @@ import polars as pl
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.phases import nonfinite_grad_steps
 from gradlog.analysis.registry import detector
 
 
@@ -28,23 +29,60 @@ def origin_tensor(frames: RunFrames, step: int) -> tuple[str | None, int]:
     return str(first["tensor"]), bad.height
 
 
+def nonfinite_tensors(frames: RunFrames, step: int) -> list[str]:
+    """The tensors whose recorded gradient held NaN/Inf at ``step``, output side first."""
+    bad = frames.grad.filter((pl.col("step") == step) & (pl.col("nonfinite") > 0))
+    cat = frames.run.catalogue.select("tensor", "backward_order")
+    bad = bad.join(cat, on="tensor", how="left").with_columns(
+        pl.col("backward_order").fill_null(1 << 30)
+    )
+    return [str(t) for t in bad.sort("backward_order", "tensor")["tensor"].to_list()]
+
+
+def _named(names: list[str], most: int = 6) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _loss_at(frames: RunFrames, cfg: AnalysisConfig, step: int) -> float | None:
+    s, loss = frames.loss(cfg.loss_name)
+    hit = np.flatnonzero(s == step)
+    return float(loss[hit[0]]) if len(hit) else None
+
+
+def _origin(frames: RunFrames, cfg: AnalysisConfig, first: int) -> tuple[str | None, str, int]:
+    """(tensor or None when ambiguous, the sentence about the origin, non-finite tensors)."""
+    tensor, n_bad = origin_tensor(frames, first)
+    if tensor is None:
+        return None, "", 0
+    recorded = frames.grad.filter(pl.col("step") == first).height
+    if n_bad < recorded:
+        return tensor, f" in {tensor} (the most output-side of {n_bad} non-finite tensors)", n_bad
+    loss = _loss_at(frames, cfg, first)
+    if loss is not None and not np.isfinite(loss):
+        why = (
+            f"; every one of the {n_bad} recorded tensors was non-finite and so was the loss, so "
+            "the NaN/Inf came from the forward pass or the batch, not from one layer's backward"
+        )
+    else:
+        why = (
+            f"; the origin is ambiguous: all {n_bad} recorded tensors were non-finite at once "
+            "(as when the loss's own backward or the output layer produced it), so no single "
+            "tensor can be named from the gradients"
+        )
+    return None, why, n_bad
+
+
 @detector("nonfinite")
 def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
-    """NaN/Inf in gradients (not skipped by a GradScaler) or in the loss: error."""
+    """NaN/Inf in gradients (not skipped by a GradScaler) or in the loss: error. A GradScaler
+    skip at a step whose loss was non-finite is a real NaN, not an fp16 overflow: warning."""
     out: list[Finding] = []
-    steps = frames.steps
-    skipped = set(steps.filter(pl.col("skipped").fill_null(False))["step"].to_list())
-    grad_bad = frames.grad.filter(pl.col("nonfinite") > 0)["step"].unique().sort().to_list()
-    norm_bad = steps.filter(~pl.col("grad_norm").is_finite())["step"].to_list()
-    bad = sorted({int(s) for s in grad_bad + norm_bad} - skipped)
+    bad = nonfinite_grad_steps(frames)
     if bad:
         first = bad[0]
-        tensor, n_tensors = origin_tensor(frames, first)
-        where = (
-            f" in {tensor} (the most output-side of {n_tensors} non-finite tensors)"
-            if tensor
-            else ""
-        )
+        tensor, where, n_tensors = _origin(frames, cfg, first)
+        names = nonfinite_tensors(frames, first)
         out.append(
             make(
                 frames.run_id,
@@ -52,32 +90,72 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
                 Kind.NONFINITE,
                 Severity.ERROR,
                 f"Gradients became non-finite at step {first}{where}; {len(bad)} steps affected "
-                "and the optimizer applied them.",
-                "Look at the forward pass of the origin tensor's layer at that step "
-                "(log/exp/division by ~0, bad inputs); lower the learning rate, add gradient "
-                "clipping, or use a GradScaler under fp16.",
+                "and the optimizer applied them."
+                + (f" Non-finite at that step: {_named(names)}." if names else ""),
+                (
+                    f"Look at the forward and backward of {tensor}'s layer at step {first} "
+                    "(log/exp/sqrt/division near 0, bad inputs)"
+                    if tensor
+                    else f"Check the batch and the loss at step {first} (inputs, labels, "
+                    "log/exp/division near 0 in the output layer or the loss)"
+                )
+                + "; torch.autograd.set_detect_anomaly(True) on a rerun names the op. Clipping "
+                "does not remove NaN; a GradScaler skips such steps under fp16.",
                 tensor=tensor,
                 steps=(first, bad[-1]),
                 first_step=first,
                 steps_affected=len(bad),
                 tensors_nonfinite=n_tensors,
+                origin_ambiguous=int(tensor is None and n_tensors > 0),
             )
         )
     step_arr, loss = frames.loss(cfg.loss_name)
-    bad_loss = step_arr[~np.isfinite(loss)]
-    if len(bad_loss):
+    skipped = set(frames.steps.filter(pl.col("skipped").fill_null(False))["step"].to_list())
+    nan_skips = [int(s) for s in step_arr[~np.isfinite(loss)] if int(s) in skipped]
+    if nan_skips:
+        first = nan_skips[0]
+        names = nonfinite_tensors(frames, first)
+        origin = (
+            names[0]
+            if 0 < len(names) < frames.grad.filter(pl.col("step") == first).height
+            else None
+        )
+        out.append(
+            make(
+                frames.run_id,
+                "nonfinite",
+                Kind.NONFINITE,
+                Severity.WARNING,
+                f"The GradScaler skipped step {first}, but not because the fp16 loss scale "
+                f"overflowed: the loss itself was non-finite ({len(nan_skips)} such skipped "
+                "step"
+                + ("s" if len(nan_skips) > 1 else "")
+                + ")."
+                + (f" Non-finite gradients at that step: {_named(names)}." if names else ""),
+                "A real NaN/Inf in the forward pass or the batch: check the inputs and the "
+                "layers' forward at that step (log/exp/sqrt/division near 0); the scaler only "
+                "hides it by skipping the step.",
+                tensor=origin,
+                steps=(first, nan_skips[-1]),
+                first_step=first,
+                skipped_nonfinite_loss=len(nan_skips),
+                tensors_nonfinite=len(names),
+            )
+        )
+    bad_loss = [int(s) for s in step_arr[~np.isfinite(loss)] if int(s) not in skipped]
+    if bad_loss:
         out.append(
             make(
                 frames.run_id,
                 "nonfinite",
                 Kind.NONFINITE,
                 Severity.ERROR,
-                f"The loss '{cfg.loss_name}' became non-finite at step {int(bad_loss[0])} "
+                f"The loss '{cfg.loss_name}' became non-finite at step {bad_loss[0]} "
                 f"({len(bad_loss)} of {len(loss)} logged values).",
                 "Check the inputs and the loss computation at that step; lower the learning rate "
                 "or clip gradients if the gradients exploded just before.",
-                steps=(int(bad_loss[0]), int(bad_loss[-1])),
-                first_step=int(bad_loss[0]),
+                steps=(bad_loss[0], bad_loss[-1]),
+                first_step=bad_loss[0],
                 values_nonfinite=len(bad_loss),
             )
         )

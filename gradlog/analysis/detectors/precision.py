@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from gradlog.analysis.config import AnalysisConfig
@@ -66,6 +67,10 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
             )
     if amp:
         skipped = st.filter(pl.col("skipped").fill_null(False))
+        lstep, lval = frames.loss(cfg.loss_name)
+        nan_loss = pl.Series([int(x) for x in lstep[~np.isfinite(lval)]], dtype=pl.Int64)
+        # skips at a non-finite loss are real NaNs (the nonfinite detector's), not overflows
+        skipped = skipped.filter(~pl.col("step").is_in(nan_loss.implode()))
         share = skipped.height / max(st.height, 1)
         if skipped.height:
             frequent = share > cfg.precision_skip_frac

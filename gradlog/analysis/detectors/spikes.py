@@ -134,12 +134,14 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
                 else f"; the loss spiked {-lag} steps before"
             )
         where = f", first in {first_tensor}" if first_tensor else ""
+        # a lone excursion of one tensor that the loss did not feel is a note, not an alarm
+        alarm = bool(len(near)) or int(evidence["tensors_spiking"]) >= cfg.spike_min_tensors
         out.append(
             make(
                 frames.run_id,
                 "spikes",
                 Kind.SPIKE,
-                Severity.WARNING,
+                Severity.WARNING if alarm else Severity.INFO,
                 f"Gradient spike at steps {first_step}-{ev[-1][0]}{where} (up to "
                 f"{10 ** peak[3]:.3g}x the rolling median, z={peak[2]:.1f}){lag_text}.",
                 "Inspect the batch at that step (outliers, bad labels); add gradient clipping or "

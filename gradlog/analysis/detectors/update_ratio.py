@@ -4,25 +4,112 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 
 from gradlog.analysis.config import AnalysisConfig
+from gradlog.analysis.detectors.spikes import loss_spikes
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.phases import healthy_loss, phases
 from gradlog.analysis.registry import detector
+from gradlog.analysis.robust import theil_sen, window_len
 
 
-def _lr(frames: RunFrames) -> float | None:
+def _scale_words(factor: float) -> str:
+    """'Lower the learning rate about 20x' for a factor 0.05; 'Raise ... about 3x' for 3."""
+    if factor < 1:
+        return f"Lower the learning rate about {1 / factor:.2g}x"
+    return f"Raise the learning rate about {factor:.2g}x"
+
+
+def _lr_text(frames: RunFrames, peak: float | None, factor: float) -> str:
+    """The suggested value against the configured (peak) learning rate and its schedule."""
+    if not peak:
+        return ""
     lr = frames.scalar("lr/0")["value"].drop_nans()
-    return float(lr.median()) if len(lr) else None  # type: ignore[arg-type]
+    low = float(lr.min()) if len(lr) else peak  # type: ignore[arg-type]
+    scheduled = len(lr) > 1 and low < peak / 1.5
+    return (
+        f" (peak lr {peak * factor:.3g} instead of {peak:.3g}"
+        + (", the whole schedule scaled alike" if scheduled else "")
+        + ")"
+    )
 
 
-def weight_ratios(frames: RunFrames) -> pl.DataFrame:
+def _closure(frames: RunFrames) -> str:
+    """The optimizer's class when it steps with a closure (quasi-Newton), else ''."""
+    opt = frames.run.meta.get("optimizer")
+    cls = str(opt.get("class", "")) if isinstance(opt, dict) else ""
+    return cls if cls.lower() in {"lbfgs"} else ""
+
+
+def _clip_share(frames: RunFrames) -> float | None:
+    """Share of steps on which gradient clipping fired (None: the run did not clip)."""
+    pre = frames.scalar("grad_norm_preclip")
+    if pre.is_empty():
+        return None
+    j = pre.join(frames.steps.select("step", "grad_norm"), on="step", how="left")
+    x, post = j["value"].to_numpy(), j["grad_norm"].to_numpy().astype(np.float64)
+    ok = np.isfinite(x) & np.isfinite(post)
+    return float(np.mean(x[ok] > post[ok] * (1 + 1e-3))) if ok.any() else None
+
+
+def high_symptoms(frames: RunFrames, cfg: AnalysisConfig) -> list[str]:
+    """What in the loss says the learning rate is too high: the run went non-finite or
+    diverged, the loss oscillates step to step, or it spiked repeatedly."""
+    out: list[str] = []
+    ph = phases(frames, cfg)
+    if ph.broken:
+        what = {
+            "nonfinite gradients": "the gradients went non-finite",
+            "nonfinite loss": "the loss went non-finite",
+            "divergence": "the loss diverged",
+        }[ph.reason]
+        out.append(f"{what} at step {ph.healthy_end}")
+    _, loss = healthy_loss(frames, cfg)
+    if len(loss) >= 2 * cfg.min_window:
+        tw = window_len(len(loss), cfg.plateau_window_frac, 2 * cfg.min_window)
+        d = np.diff(loss[-tw:])
+        if len(d) > 4 and np.std(d) > 0:
+            ac = float(np.corrcoef(d[:-1], d[1:])[0, 1])
+            amp = float(np.median(np.abs(d))) / max(abs(float(np.median(loss[-tw:]))), 1e-12)
+            if ac < cfg.oscillation_autocorr and amp > cfg.oscillation_rel_amp:
+                out.append(f"the loss oscillates step to step (lag-1 autocorrelation {ac:.2f})")
+        spikes = len(loss_spikes(frames, cfg))
+        if spikes and spikes >= cfg.lr_symptom_spike_share * len(loss):
+            out.append(f"the loss spiked {spikes} times")
+    return out
+
+
+def low_symptoms(frames: RunFrames, cfg: AnalysisConfig) -> list[str]:
+    """What in the loss says the learning rate is too low: it barely moved, or it is still
+    falling slowly and steadily at the end (not converged, not noisy)."""
+    step, loss = healthy_loss(frames, cfg)
+    if len(loss) < 2 * cfg.min_window or phases(frames, cfg).broken:
+        return []
+    tw = window_len(len(loss), cfg.plateau_window_frac, 2 * cfg.min_window)
+    w = window_len(len(loss), cfg.window_frac, cfg.min_window)
+    slope, _lo, hi = theil_sen(step[-tw:].astype(np.float64), loss[-tw:])
+    end = float(np.median(loss[-w:]))
+    drop = -slope * float(step[-1] - step[-tw]) / max(abs(end), 1e-12)
+    progress = (float(loss[0]) - end) / (abs(float(loss[0])) + 1e-12)
+    if progress < cfg.plateau_min_progress:
+        return [f"the loss barely moved ({progress:.1%} in the whole run)"]
+    if not np.isnan(slope) and hi < 0 and drop >= cfg.plateau_rel:
+        return [
+            f"the loss is still falling steadily at the end ({drop:.1%} over the last {tw} "
+            "logged steps)"
+        ]
+    return []
+
+
+def weight_ratios(frames: RunFrames, cfg: AnalysisConfig | None = None) -> pl.DataFrame:
     """(step, tensor, ratio) of the weight tensors (ndim >= 2; all tensors if there are none)
     at finite, positive ratios, before the first applied non-finite gradient (the weights may
     be NaN from there) and not at steps the GradScaler skipped."""
     u = frames.update.filter(pl.col("ratio").is_finite() & (pl.col("ratio") > 0))
-    bad_from = frames.first_nonfinite_step()
+    bad_from = phases(frames, cfg or AnalysisConfig()).healthy_end
     if bad_from is not None:
         u = u.filter(pl.col("step") < bad_from)
     skipped = frames.steps.filter(pl.col("skipped").fill_null(False))["step"]
@@ -60,7 +147,7 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
     learning rate cannot fix a layer imbalance (e.g. vanishing gradients). So is a ratio within
     ``update_ratio_margin`` of the band edge (borderline, e.g. Adam's first steps at lr 1e-3).
     """
-    u = weight_ratios(frames)
+    u = weight_ratios(frames, cfg)
     if u.is_empty():
         return []
     per = u.group_by("tensor").agg(
@@ -69,12 +156,15 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
         pl.col("step").min().alias("s0"),
         pl.col("step").max().alias("s1"),
     )
-    lr = _lr(frames)
+    from gradlog.analysis.summary import peak_lr  # (summary imports this module)
+
+    lr = peak_lr(frames)
     out: list[Finding] = []
     model = float(per["med"].median())  # type: ignore[arg-type]
     s0, s1 = int(per["s0"].min()), int(per["s1"].max())  # type: ignore[arg-type]
     factor = cfg.update_ratio_target / model
-    lr_text = f" (about {lr * factor:.3g} instead of {lr:.3g})" if lr else ""
+    lr_text = _lr_text(frames, lr, factor)
+    closure = _closure(frames)
     if model > cfg.update_ratio_high or model < cfg.update_ratio_low:
         high = model > cfg.update_ratio_high
         ranked = per.sort("med")
@@ -104,15 +194,42 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
                 f"healthy band is about {band}"
                 + (", so this is borderline." if borderline else ".")
             )
-            hint = (
-                f"{'Lower' if high else 'Raise'} the learning rate by about {factor:.2g}x{lr_text}."
+            hint = f"{_scale_words(factor)}{lr_text}."
+        symptoms = high_symptoms(frames, cfg) if high else low_symptoms(frames, cfg)
+        clip = _clip_share(frames)
+        if closure:
+            message += (
+                f" This is a closure optimizer ({closure}): its steps are sized by a line "
+                "search or curvature estimate, so the band (a rule of thumb for first-order "
+                "steps) does not judge its learning rate."
             )
+            hint = "Judge it by the loss (compare runs) rather than by the update ratio."
+        elif symptoms:
+            message += " The loss shows the matching symptom: " + "; ".join(symptoms) + "."
+        else:
+            message += (
+                " The loss shows no "
+                + (
+                    "sign of a too-high rate (no oscillation, spikes or divergence)"
+                    if high
+                    else "sign of a too-low rate (no slow, steady descent)"
+                )
+                + ", so this is a note, not a problem."
+            )
+            if not split:
+                hint = f"Nothing to change while the loss behaves; if it does not, try: {hint}"
+        if clip is not None and clip > cfg.clip_fire_high and not closure:
+            message += (
+                f" Clipping fired on {clip:.0%} of steps, so the effective step is about lr x "
+                "the clipping threshold; that is what the ratio measures."
+            )
+        warn = not (split or borderline or closure) and bool(symptoms)
         out.append(
             make(
                 frames.run_id,
                 "update_ratio",
                 Kind.LR_TOO_HIGH if high else Kind.LR_TOO_LOW,
-                Severity.INFO if split or borderline else Severity.WARNING,
+                Severity.WARNING if warn else Severity.INFO,
                 message,
                 hint,
                 steps=(s0, s1),
@@ -121,7 +238,10 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
                 layer_spread_decades=math.log10(hi / lo),
                 layers_disagree=split,
                 borderline=borderline,
-                extra={"lr": lr, "suggested_lr": lr * factor} if lr else None,
+                symptoms=len(symptoms),
+                extra={"lr": lr, "suggested_lr": lr * factor}
+                if lr and not closure and not split
+                else None,
             )
         )
     for kind, cond, word in (
@@ -129,6 +249,8 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
         (Kind.LR_TOO_LOW, pl.col("med") < cfg.update_ratio_low, "Raise"),
     ):
         bad = per.filter(cond).sort("med", descending=kind is Kind.LR_TOO_HIGH)
+        if closure or (kind is Kind.LR_TOO_LOW and high_symptoms(frames, cfg)):
+            continue  # no per-layer "raise" beside a run that shows a too-high rate
         for row in bad.head(cfg.max_tensor_findings).iter_rows(named=True):
             f = cfg.update_ratio_target / row["med"]
             out.append(
@@ -138,8 +260,8 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
                     kind,
                     Severity.INFO,
                     f"Updates of {row['tensor']} are {row['med']:.2g} of its weights per step.",
-                    f"{word} this layer's learning rate by about {f:.2g}x (a separate param "
-                    "group).",
+                    f"{word} this layer's learning rate about {max(f, 1 / f):.2g}x (a separate "
+                    "param group).",
                     tensor=row["tensor"],
                     steps=(row["s0"], row["s1"]),
                     ratio_median=row["med"],

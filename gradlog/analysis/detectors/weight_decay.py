@@ -8,6 +8,7 @@ import polars as pl
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.phases import phases
 from gradlog.analysis.registry import detector
 
 
@@ -26,11 +27,12 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
     """Total parameter norm grown > wd_growth x without decay, or shrunk < wd_shrink x with it."""
     if frames.param.is_empty():
         return []
-    total = (
-        frames.param.group_by("step")
-        .agg((pl.col("norm") ** 2).sum().sqrt().alias("n"))
-        .sort("step")
-    )
+    end = phases(frames, cfg).healthy_end
+    param = frames.param if end is None else frames.param.filter(pl.col("step") < end)
+    if "nonfinite" in param.columns:  # norms are over finite elements: an all-NaN tensor is 0
+        bad = param.filter(pl.col("nonfinite") > 0)["step"].unique()
+        param = param.filter(~pl.col("step").is_in(bad.implode()))
+    total = param.group_by("step").agg((pl.col("norm") ** 2).sum().sqrt().alias("n")).sort("step")
     n, s = total["n"].to_numpy(), total["step"].to_numpy()
     if len(n) < 3 or not np.all(np.isfinite(n)) or n[0] <= 0:
         return []
