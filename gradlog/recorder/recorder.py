@@ -36,7 +36,7 @@ import torch
 from gradlog.errors import ConfigError, GradlogWarning, WriterError
 from gradlog.recorder import clipping, norms
 from gradlog.recorder import schedules as sched
-from gradlog.recorder.catalogue import Catalogue, build_catalogue
+from gradlog.recorder.catalogue import Catalogue, build_catalogue, watch_activations
 from gradlog.recorder.meta import (
     base_meta,
     jsonable,
@@ -233,6 +233,7 @@ class Recorder:
             model, optimizer, only_optimizer=only_optimizer_params
         )
         self._opt_ids = {id(e.param) for e in self.catalogue.entries if e.in_optimizer}
+        self._activation_hooks = watch_activations(model, self.catalogue)  # first forward only
         self.run_dir = create_run_dir(Path(root), self.name, run_id)
         self._pid = os.getpid()  # only this process closes the run or changes its status
         self._start = time.time()
