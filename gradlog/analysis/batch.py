@@ -3,6 +3,7 @@ and the sweep charts. Reads only per-run results."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from gradlog.analysis.charts import SweepChart, SweepPoint
@@ -68,21 +69,69 @@ def batch_findings(results: list[RunResult], cfg: AnalysisConfig) -> list[Findin
     return out
 
 
+def observed(r: RunResult) -> float | None:
+    """The loss a run actually reached: its final level, or for a run that diverged or went
+    non-finite its last finite logged loss."""
+    c = r.convergence
+    if c is None:
+        return None
+    if math.isfinite(c.final_loss) and not c.diverged:
+        return c.final_loss
+    return c.last_finite_loss if c.last_finite_loss is not None else None
+
+
 def ranking(results: list[RunResult]) -> list[RankEntry]:
-    """Runs with an outcome, best first."""
-    ranked = sorted(
-        ((out, r) for r in results if (out := outcome(r)) is not None), key=lambda p: p[0]
-    )
+    """Runs with an outcome, best first: healthy runs by the loss they reached (the projection
+    only breaks ties), then the runs that failed (diverged, went NaN) by their last finite loss.
+    A projection never lifts a run above one that reached a lower loss."""
+    keyed = []
+    for r in results:
+        out, seen = outcome(r), observed(r)
+        if out is None or seen is None:
+            continue
+        failed = not math.isfinite(out)
+        tie = out if not failed else math.inf
+        keyed.append(((failed, round(seen, 12), tie), seen, r))
+    keyed.sort(key=lambda k: k[0])
     return [
         RankEntry(
             r.run_id,
-            out,
+            seen,
             r.convergence.projected_loss if r.convergence else None,
             r.convergence.projected_low if r.convergence else None,
             r.convergence.projected_high if r.convergence else None,
         )
-        for out, r in ranked
+        for _key, seen, r in keyed
     ]
+
+
+LR_KEYS = ("lr", "learning_rate", "peak_lr", "max_lr", "base_lr")
+"""Hyperparameters a sweep over which outranks a run's own learning-rate rule of thumb."""
+
+
+def defer_to_sweeps(results: list[RunResult], cfg: AnalysisConfig) -> None:
+    """A learning-rate sweep in the batch outranks each swept run's single-run lr findings:
+    they become info, pointing at the sweep."""
+    if "sweep" in cfg.disabled or len(results) < cfg.sweep_min_runs:
+        return
+    rows = batch_rows(results)
+    sets = sweep_sets([r.config for r in rows], [r.outcome for r in rows], cfg)
+    for key, group, _fixed in sets:
+        if key.lower() not in LR_KEYS:
+            continue
+        for i in group:
+            res = results[i]
+            res.findings = [
+                dataclasses.replace(
+                    f,
+                    severity=Severity.INFO,
+                    message=f"{f.message} The sweep over {key} in this batch outranks this rule "
+                    "of thumb: see the sweep finding.",
+                )
+                if f.kind in (Kind.LR_TOO_HIGH, Kind.LR_TOO_LOW) and f.severity > Severity.INFO
+                else f
+                for f in res.findings
+            ]
 
 
 def sweep_charts(
@@ -128,5 +177,6 @@ def sweep_charts(
 
 def batch_result(results: list[RunResult], cfg: AnalysisConfig) -> BatchResult:
     """The batch stage over per-run results."""
+    defer_to_sweeps(results, cfg)
     findings = batch_findings(results, cfg)
     return BatchResult(results, findings, ranking(results), sweep_charts(results, findings, cfg))

@@ -243,4 +243,6 @@ def fit_convergence(step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig) -> 
         final_window=window,
         ended_nonfinite=ended_nonfinite,
         diverged=bool(diverged),
+        last_finite_loss=float(loss[-1]),
+        last_finite_step=int(step[-1]),
     )

@@ -176,9 +176,28 @@ UNGROUPED = ("spikes", "nonfinite")
 condition seen in several tensors."""
 
 
+BROKEN_KINDS = (Kind.NONFINITE, Kind.EXPLODING, Kind.DIVERGENCE)
+"""Kinds that, at error, say the run blew up: a too-high step, whatever else looks slow."""
+SLOW_KINDS = (Kind.LR_TOO_LOW, Kind.PLATEAU)
+"""Kinds whose hints say "raise the learning rate" (or that training converged)."""
+
+
+def reconcile(findings: list[Finding]) -> list[Finding]:
+    """Findings whose hints do not contradict each other: beside an error that says the run blew
+    up (non-finite, exploding, diverged), no finding says to raise the learning rate or that
+    training converged or stalled (each detector already skips the broken segment; this is the
+    cross-check)."""
+    broken = any(f.kind in BROKEN_KINDS and f.severity is Severity.ERROR for f in findings)
+    if not broken:
+        return findings
+    return [f for f in findings if f.kind not in SLOW_KINDS]
+
+
 def group_tensor_findings(findings: list[Finding]) -> list[Finding]:
     """Per-tensor findings of one detector, kind and severity become one finding that lists its
-    tensors; the detector's first (its worst) is the headline. Order is otherwise kept."""
+    tensors; the detector's first (its worst) is the headline. Order is otherwise kept. The run's
+    findings are reconciled first (:func:`reconcile`): this is the last step of a run's analysis."""
+    findings = reconcile(findings)
     groups: dict[tuple[str, Kind, Severity], list[Finding]] = {}
     for f in findings:
         if f.tensor is not None and f.detector not in UNGROUPED:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.groups import differing_keys, is_number
@@ -48,12 +50,27 @@ def outlier_findings(runs: list[BatchRow], cfg: AnalysisConfig) -> list[Finding]
         best, keys = min(peers, key=lambda p: float(p[0].final_loss or 0))
         final, initial = float(r.final_loss or 0), float(r.initial_loss or 0)
         best_loss = float(best.final_loss or 0)
-        if final < cfg.outlier_factor * best_loss or final - best_loss < (
+        factor = final >= cfg.outlier_factor * best_loss and final - best_loss >= (
             cfg.outlier_min_gap * initial
-        ):
+        )
+        if not (factor or behind_spread(r, [s for s, _ in peers], cfg)):
             continue
         out.append(_finding(r, best, keys, [s for s, _ in peers], cfg))
     return out
+
+
+def behind_spread(r: BatchRow, peers: list[BatchRow], cfg: AnalysisConfig) -> bool:
+    """Whether ``r`` ended more than outlier_spread robust spreads above its comparable runs'
+    median final loss, and by at least outlier_min_gap of the progress they made (the rule
+    that works for cross-entropy, whose losses never differ 10x)."""
+    losses = np.array([float(s.final_loss or 0) for s in peers])
+    med = float(np.median(losses))
+    spread = max(1.4826 * float(np.median(np.abs(losses - med))), cfg.outlier_min_spread * abs(med))
+    gap = float(r.final_loss or 0) - med
+    progress = float(r.initial_loss or 0) - med
+    return (
+        gap > cfg.outlier_spread * spread and progress > 0 and gap >= cfg.outlier_min_gap * progress
+    )
 
 
 def _name(r: BatchRow) -> str:

@@ -65,6 +65,9 @@ class Convergence:
     """Logged losses the final loss is the median of."""
     ended_nonfinite: bool = False
     diverged: bool = False
+    last_finite_loss: float | None = None
+    """The last finite logged loss (what a diverged or NaN run is ranked and reported by)."""
+    last_finite_step: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -106,6 +109,10 @@ class Convergence:
                 final_window=int(d.get("final_window", 0)),
                 ended_nonfinite=bool(d.get("ended_nonfinite", False)),
                 diverged=bool(d.get("diverged", False)),
+                last_finite_loss=_opt_float(d.get("last_finite_loss")),
+                last_finite_step=None
+                if d.get("last_finite_step") is None
+                else int(d["last_finite_step"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptRunError(f"convergence is malformed: {exc}") from exc

@@ -62,8 +62,28 @@ def test_no_outlier_without_a_real_gap() -> None:
     cfg = AnalysisConfig()
     # 20x apart, but both near zero: not worth a warning
     assert outlier_findings([_run("a", 1e-3, 0.001), _run("b", 1e-2, 0.02)], cfg) == []
-    # a large gap, but not an order of magnitude
-    assert outlier_findings([_run("a", 1e-3, 0.3), _run("b", 1e-2, 1.5)], cfg) == []
+    # cross-entropy replicates within their noise
+    noise = [
+        _run(f"s{i}", 1e-3, v, config={"lr": 1e-3, "seed": i})
+        for i, v in enumerate((2.0, 2.01, 2.03, 1.99))
+    ]
+    assert outlier_findings(noise, cfg) == []
+
+
+def test_cross_entropy_run_behind_its_peers_spread() -> None:
+    # a language model: finals 2.0 +- 0.02 from 4.2; one run at 2.6 is far outside that spread
+    # though never 10x behind (the old rule could not fire on cross-entropy)
+    cfg = AnalysisConfig()
+    finals = (2.0, 2.02, 1.98, 2.01, 2.6)
+    runs = [
+        _run(f"s{i}", 1e-3, v, initial_loss=4.2, config={"lr": 1e-3, "seed": i})
+        for i, v in enumerate(finals)
+    ]
+    (f,) = outlier_findings(runs, cfg)
+    assert f.run == "s4"
+    # a gap of 5x with 2 runs: the one that made far less progress fell behind
+    (f,) = outlier_findings([_run("a", 1e-3, 0.3), _run("b", 1e-2, 1.5)], cfg)
+    assert f.run == "b"
 
 
 def test_only_comparable_finished_runs_are_compared() -> None:

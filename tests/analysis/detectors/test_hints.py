@@ -11,11 +11,35 @@ def test_clipping_fires_too_often(
 ) -> None:
     n = 100
     pre = np.exp(rng.normal(1, 0.2, n))
-    f = frames_of({"a": np.full(n, 1.0)}, scalars={"grad_norm_preclip": pre})  # post-clip = 1
+    scalars = {"grad_norm_preclip": pre, "grad_clip_limit": np.full(n, 1.0)}
+    slow = np.linspace(2.0, 1.95, n)  # the loss barely moves: the tight clip hurts
+    f = frames_of({"a": np.full(n, 1.0)}, scalars=scalars, loss=slow)  # post-clip = 1
     (found,) = clipping.detect(f, cfg)
     assert found.severity.value == "warning"
     assert found.evidence["fired_share"] == 1.0
+    assert found.evidence["clip_limit"] == 1.0
+    assert "clipping at 1 fired on 100% of steps" in found.message
     assert found.evidence["suggested_max_norm"] == pytest.approx(np.percentile(pre, 99))
+    # the same clipping on a loss that falls and converges is a recipe (normalised steps)
+    converged = 0.2 + 2.0 * np.exp(-np.arange(n) / 10.0)
+    f = frames_of({"a": np.full(n, 1.0)}, scalars=scalars, loss=converged)
+    (found,) = clipping.detect(f, cfg)
+    assert found.severity.value == "info"
+    assert found.hint == "Nothing to change while the loss behaves."
+
+
+def test_clipping_that_fires_sometimes_keeps_its_threshold(
+    frames_of: FramesOf, cfg: AnalysisConfig, rng: np.random.Generator
+) -> None:
+    n = 100
+    pre = np.exp(rng.normal(0, 0.5, n))
+    post = np.minimum(pre, 2.0)
+    scalars = {"grad_norm_preclip": pre, "grad_clip_limit": np.full(n, 2.0)}
+    (found,) = clipping.detect(frames_of({"a": post}, scalars=scalars), cfg)
+    assert found.severity.value == "info"
+    assert found.evidence["fired_share"] == pytest.approx(np.mean(pre > 2.0))
+    assert "at 2 fired on" in found.message
+    assert "keep it" in found.hint
 
 
 def test_warmup(frames_of: FramesOf, cfg: AnalysisConfig) -> None:
