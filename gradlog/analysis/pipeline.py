@@ -3,11 +3,11 @@ compute the chart data, then the batch stage."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from gradlog.analysis.batch import BATCH_DETECTORS, batch_result
 from gradlog.analysis.chartdata import run_charts
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.convergence import fit_convergence
+from gradlog.analysis.executors import Executor, ThreadExecutor
 from gradlog.analysis.findings import Finding, group_tensor_findings
 from gradlog.analysis.frames import BUCKET_ROWS, DETECTOR_COLUMNS, EXACT_ROWS, build_frames
 from gradlog.analysis.loading import RunData, from_run
@@ -68,7 +69,7 @@ def analyze_run(path: Path, config: AnalysisConfig) -> RunResult:
     return _analyze_run(path, config, None)
 
 
-def _analyze_run(path: Path, config: AnalysisConfig, budget: _RowBudget | None) -> RunResult:
+def _analyze_run(path: Path, config: AnalysisConfig, budget: _RowBudget | None = None) -> RunResult:
     try:
         opened = open_run(path)
     except GradlogError as exc:
@@ -153,12 +154,25 @@ def _analyze_loaded(run: RunData, config: AnalysisConfig, prov: Provenance) -> R
     )
 
 
-def _progress(items: list[Path], show: bool) -> Iterable[Path]:
-    if not show or len(items) < 2:
-        return items
-    import click
+def _failed(path: Path, exc: BaseException) -> RunResult:
+    """The result of a run whose analysis task failed outright (a crashed or lost worker)."""
+    why = f"analysis task failed: {type(exc).__name__}: {exc!s:.300}"
+    return RunResult(path.name, "", str(path), "failed", 0, True, [why])
 
-    return click.progressbar(items, label="analysing", file=sys.stderr)
+
+def result_dir(run_dir: Path, out: Path | None, taken: dict[Path, Path] | None = None) -> Path:
+    """Where the result of ``run_dir`` is saved: the run itself, or ``out/<run directory name>``
+    (``out`` for read-only data; ``taken`` makes names unique within one batch)."""
+    if out is None:
+        return run_dir
+    where = out / run_dir.name
+    if taken is not None:
+        n = 1
+        while where in taken.values() and taken.get(run_dir) != where:
+            n += 1
+            where = out / f"{run_dir.name}-{n}"
+        taken[run_dir] = where
+    return where
 
 
 def analyze(
@@ -166,12 +180,17 @@ def analyze(
     config: AnalysisConfig | None = None,
     progress: bool = False,
     save: bool = False,
+    *,
     jobs: int | None = None,
+    executor: Executor | None = None,
+    out: str | Path | None = None,
 ) -> BatchResult:
     """Analyse every run under ``paths`` (run directories or directories of runs).
 
-    With ``save=True`` each run's result is written to ``<run_dir>/analysis.json``. ``jobs``
-    runs are analysed at once (default: 2 on a multi-core machine), within CONCURRENT_ROWS.
+    Each run is one task on ``executor`` (:mod:`gradlog.analysis.executors`: a process pool, a
+    Ray cluster, ...); by default ``jobs`` runs (2 on a multi-core machine) are analysed at once
+    on threads of this process, within CONCURRENT_ROWS. The batch stage runs here. With
+    ``save=True`` each run's result is written to ``<run_dir>/analysis.json``, or under ``out``.
     """
     if isinstance(paths, (str, Path)):
         raise ConfigError("paths must be a list of paths, e.g. analyze([path])")
@@ -182,39 +201,62 @@ def analyze(
         raise ConfigError(f"unknown detectors in disabled: {unknown}; known: {sorted(known)}")
     if jobs is not None and jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
-    workers = jobs if jobs is not None else min(2, os.cpu_count() or 1)
     run_dirs, missing = _discover(paths)
     results: list[RunResult] = list(missing)
-    budget = _RowBudget(CONCURRENT_ROWS)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(run_dirs)))) as pool:
-        # submitted in order and collected in order; the pool keeps `workers` runs in flight
-        pending = {p: pool.submit(_analyze_run, p, cfg, budget) for p in run_dirs}
-        try:
-            results += _collect(run_dirs, pending, progress, save)
-        except BaseException:
-            for fut in pending.values():
-                fut.cancel()
-            raise
-    return batch_result(results, cfg)
+    own = executor is None
+    if executor is None:
+        executor = ThreadExecutor(max(1, min(jobs or min(2, os.cpu_count() or 1), len(run_dirs))))
+    task: Callable[[Path], RunResult]
+    if isinstance(executor, ThreadExecutor):  # in-process: share one row budget
+        task = functools.partial(_analyze_run, config=cfg, budget=_RowBudget(CONCURRENT_ROWS))
+    else:
+        task = functools.partial(analyze_run, config=cfg)
+    try:
+        done = _collect(run_dirs, executor.map(task, run_dirs), progress, save, out)
+    finally:
+        if own:
+            executor.close()
+    return batch_result(results + done, cfg)
 
 
 def _collect(
-    run_dirs: list[Path], pending: dict[Path, Future[RunResult]], progress: bool, save: bool
+    run_dirs: list[Path],
+    outcomes: Iterator[tuple[int, Any]],
+    progress: bool,
+    save: bool,
+    out: str | Path | None,
 ) -> list[RunResult]:
-    """The runs' results in order (saved when asked), advancing the progress bar."""
-    out: list[RunResult] = []
-    items = _progress(run_dirs, progress)
-    for path in items if not hasattr(items, "__enter__") else _iter_bar(items):
-        res = pending[path].result()
-        if save:
-            try:
-                res.save(path)
-            except OSError as exc:
-                res.problems.append(f"cannot save analysis.json: {exc}")
-        out.append(res)
-    return out
+    """The runs' results in the order of ``run_dirs`` (each saved as it arrives when asked),
+    advancing the progress bar (runs done / total)."""
+    got: dict[int, RunResult] = {}
+    taken: dict[Path, Path] = {}
+    out_dir = None if out is None else Path(out)
+    with _bar(len(run_dirs), progress) as advance:
+        for i, outcome in outcomes:
+            if i in got:  # an engine that reports a run twice must not count it twice
+                continue
+            path = run_dirs[i]
+            res = outcome if isinstance(outcome, RunResult) else _failed(path, outcome)
+            if save:
+                try:
+                    res.save(result_dir(path, out_dir, taken))
+                except OSError as exc:
+                    res.problems.append(f"cannot save analysis.json: {exc}")
+            got[i] = res
+            advance()
+    missing = [run_dirs[i] for i in range(len(run_dirs)) if i not in got]
+    for path in missing:  # an engine that lost a run: named, never silently dropped
+        got[run_dirs.index(path)] = _failed(path, RuntimeError("no result came back"))
+    return [got[i] for i in range(len(run_dirs))]
 
 
-def _iter_bar(bar: Any) -> Iterable[Path]:
-    with bar as it:
-        yield from it
+@contextmanager
+def _bar(total: int, show: bool) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr (runs done / total) while the block runs; a no-op if not shown."""
+    if not show or total < 2:
+        yield lambda: None
+        return
+    import click
+
+    with click.progressbar(length=total, label="analysing", file=sys.stderr, show_pos=True) as bar:
+        yield lambda: bar.update(1)
