@@ -417,6 +417,7 @@ class Recorder:
             for h in self._handles + self._order_handles:
                 h.remove()
             self._order_handles = []
+            self._drop_activation_hooks()
             self._snapshot = self._manual_before = None
             if self._watching_clips:
                 clipping.unwatch(self)
@@ -597,6 +598,11 @@ class Recorder:
             self._pending = _PendingStep(step=target, time=time.time())
         return self._pending
 
+    def _drop_activation_hooks(self) -> None:
+        for h in self._activation_hooks:
+            h.remove()
+        self._activation_hooks = []
+
     def _capture(self) -> None:
         """Record the upcoming step's gradient statistics now (once per step, not mid-step)."""
         if self._phase == "stepping":
@@ -611,7 +617,9 @@ class Recorder:
         self._captured = (step, seg)
 
     def _note_backward_order(self) -> None:
-        """Store the first backward pass's gradient order in the catalogue, then unhook."""
+        """Store the first backward pass's gradient order in the catalogue, then unhook (the
+        activation probe too: a model whose root forward never runs must not keep it)."""
+        self._drop_activation_hooks()
         if not self._order_handles:
             return
         for h in self._order_handles:

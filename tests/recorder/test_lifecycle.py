@@ -218,3 +218,29 @@ def test_parts_carry_page_checksums_that_catch_a_flipped_byte(tmp_path: Path) ->
     part.write_bytes(bytes(data))
     with pytest.raises(OSError, match=r"(?i)crc|checksum"):
         pq.read_table(part, page_checksum_verification=True)
+
+
+class _Wrapper(torch.nn.Module):
+    """A module whose own forward the training loop never calls (as many LightningModules)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)
+        )
+
+
+def test_no_forward_hook_outlives_the_first_step(tmp_path: Path) -> None:
+    model = _Wrapper()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def hooks() -> int:
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    with Recorder(model, opt, root=tmp_path):
+        assert hooks() > 0  # the activation probe waits for the first forward
+        for _ in range(3):
+            opt.zero_grad()
+            torch.autograd.backward(model.net(torch.randn(2, 4)).sum())  # root forward never runs
+            opt.step()
+            assert hooks() == 0  # gone at the first step: nothing accumulates per forward
