@@ -40,7 +40,7 @@ from gradlog.analysis.decimate import (
     SumGrid,
     minmax_envelope,
 )
-from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.frames import RunFrames, step_windows
 from gradlog.analysis.loading import RunData
 from gradlog.analysis.parts import (
     GRAD,
@@ -178,20 +178,21 @@ def _single(src: RunSource) -> bool:
 
 
 def _merged_stat_parts(src: RunSource, names: Names) -> Iterator[dict[int, StatRows]]:
-    """Multi-rank runs: the ``tensors`` rows merged over ranks (the algebra's rule), in slices
-    ordered by step."""
-    lf = pl.scan_parquet(src.parts["tensors"], hive_partitioning=True).with_columns(
-        pl.col("kind").cast(pl.String), pl.col("tensor").cast(pl.String)
-    )
-    kinds = lf.filter(pl.col("kind").is_in(["grad", "param", "update"]))
-    merged = (
-        algebra.merge_ranks(kinds, src.layout)
-        .select("step", "tensor", "kind", "sumsq", "nonfinite")
-        .sort("step", "kind", "tensor")
-        .collect(engine="streaming")
-    )
-    for part in merged.iter_slices(2_000_000):
-        yield stat_rows(part.to_arrow(), names)
+    """Multi-rank runs: the ``tensors`` rows merged over ranks (the algebra's rule), window of
+    steps by window (:func:`step_windows`: memory follows a window, not the run), by step."""
+    for w in step_windows(src):
+        lf = pl.scan_parquet(w.parts, hive_partitioning=True).with_columns(
+            pl.col("kind").cast(pl.String), pl.col("tensor").cast(pl.String)
+        )
+        kinds = w.rows(lf).filter(pl.col("kind").is_in(["grad", "param", "update"]))
+        merged = (
+            algebra.merge_ranks(kinds, src.layout)
+            .select("step", "tensor", "kind", "sumsq", "nonfinite")
+            .sort("step", "kind", "tensor")
+            .collect(engine="streaming")
+        )
+        for part in merged.iter_slices(2_000_000):
+            yield stat_rows(part.to_arrow(), names)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,11 +139,12 @@ def _safe_collect(
     build: Callable[[pl.LazyFrame], pl.LazyFrame],
     *,
     strings: bool = True,
+    only: Sequence[Path] | None = None,
 ) -> pl.DataFrame | None:
-    """Collect ``build(scan)`` with the streaming engine (bounded memory on long runs); if a
-    part's data is corrupt, find it, leave it out and retry."""
+    """Collect ``build(scan)`` (of the parts in ``only``, if given) with the streaming engine
+    (bounded memory on long runs); if a part's data is corrupt, find it, leave it out and retry."""
     for _attempt in range(2):
-        lf = run.scan(table, strings=strings)
+        lf = run.scan(table, strings=strings, only=only)
         if lf is None:
             return None
         try:
@@ -158,6 +160,49 @@ def _safe_collect(
                 return None
     run.problems.append(f"{table}: cannot be read after leaving out corrupt parts")
     return None
+
+
+WINDOW_ROWS = 4_000_000
+"""Multi-rank runs are merged over ranks window by window: about this many rows per window."""
+
+
+@dataclass(frozen=True)
+class StepWindow:
+    """Steps ``first``..``last`` (inclusive) and the parts of a table that may hold them."""
+
+    first: int
+    last: int
+    parts: list[Path]
+
+    def rows(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        return lf.filter(pl.col("step").is_between(self.first, self.last))
+
+
+def step_windows(run: RunData, table: str = "tensors", rows: int | None = None) -> list[StepWindow]:
+    """Consecutive step windows of ``table`` that hold about ``rows`` rows over all ranks (at
+    least one part's span), each with the parts that overlap it (from the footers' step ranges).
+
+    Merging ranks needs every rank's rows of a step together; merged window by window, a giant
+    multi-rank run costs one window's rows, not the whole run's (a part may be read twice).
+    """
+    rows = WINDOW_ROWS if rows is None else rows
+    files = list(run.parts.get(table, []))
+    ranges = [run.step_ranges.get(f) for f in files]
+    known = [r for r in ranges if r is not None]
+    if not known:
+        return [StepWindow(-(1 << 62), 1 << 62, files)] if files else []
+    first, last = min(r[0] for r in known), max(r[1] for r in known)
+    per_step = max(1.0, run.rows.get(table, 0) / (last - first + 1))
+    width = max(math.ceil(rows / per_step), *(r[1] - r[0] + 1 for r in known))
+    out = []
+    for a in range(first, last + 1, width):
+        b = a + width - 1
+        fs = [
+            f for f, r in zip(files, ranges, strict=True) if r is None or (r[0] <= b and r[1] >= a)
+        ]
+        if fs:
+            out.append(StepWindow(a, b, fs))
+    return out
 
 
 def _single_rank(run: RunData, table: str = "tensors") -> bool:
@@ -266,7 +311,19 @@ def build_frames(
         counts = lf.filter(pl.col("kind") == "grad").select(
             "step", "tensor", *algebra.hist_counts(shift)
         )
-        if _single_rank(run, "hists"):  # one row per (step, tensor) already
+        single = _single_rank(run, "hists")
+        if resolution > 1:  # long run: counts summed over the buckets (they add exactly)
+            return (
+                counts.group_by("tensor", (pl.col("step") // resolution).alias("_b"))
+                .agg(
+                    pl.col("step").min(),
+                    pl.exclude("step", "tensor").cast(pl.Float64).sum() / (1.0 if single else div),
+                )
+                .drop("_b")
+                .select("step", "tensor", pl.exclude("step", "tensor"))
+                .sort("tensor", "step")
+            )
+        if single:  # one row per (step, tensor) already
             return counts.with_columns(pl.exclude("step", "tensor").cast(pl.Float64))
         return counts.group_by("step", "tensor").agg(pl.all().sum() / div).sort("tensor", "step")
 
@@ -362,10 +419,20 @@ def _bucketed_stats(
         )
 
     # one streaming pass: polars reads the parts in order and keeps only the buckets' partial
-    # sums (the buckets, not the rows, bound its memory)
-    part = _safe_collect(run, "tensors", reduce, strings=False)
-    if part is not None and part.height:
-        partials.append(part.with_columns(pl.col("kind").cast(pl.String)))
+    # sums (the buckets, not the rows, bound its memory); ranks are merged window by window
+    windows: list[StepWindow | None] = [None]
+    if layout != "single":
+        windows = list(step_windows(run))
+    for w in windows:
+        part = _safe_collect(
+            run,
+            "tensors",
+            reduce if w is None else (lambda lf, w=w: reduce(w.rows(lf))),  # type: ignore[misc]
+            strings=False,
+            only=None if w is None else w.parts,
+        )
+        if part is not None and part.height:
+            partials.append(part.with_columns(pl.col("kind").cast(pl.String)))
     if not partials:
         empty = _empty_stats(columns)
         return empty.drop("kind"), empty.drop("kind"), empty.drop("kind")

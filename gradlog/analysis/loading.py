@@ -8,6 +8,7 @@ unpickled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,13 +80,19 @@ class RunData:
     def layout(self) -> Layout:
         return self.run.layout
 
-    def scan(self, table: str, *, strings: bool = True) -> pl.LazyFrame | None:
-        """A lazy scan of ``table`` over its usable parts with a ``rank`` column; None if none.
+    def scan(
+        self, table: str, *, strings: bool = True, only: Sequence[Path] | None = None
+    ) -> pl.LazyFrame | None:
+        """A lazy scan of ``table`` over its usable parts (those also in ``only``, if given)
+        with a ``rank`` column; None if none.
 
         Dictionary columns are read as String, or left Categorical with ``strings=False``
         (cheaper to group and compare; cast before joining with String columns).
         """
         files = self.parts.get(table, [])
+        if only is not None:
+            wanted = set(only)
+            files = [f for f in files if f in wanted]
         if not files:
             return None
         schema = TABLES[table]
