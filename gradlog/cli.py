@@ -1,7 +1,8 @@
 """The ``gradlog`` command. User mistakes become one clean line on stderr (exit 2), here only.
 
 Exit codes, the same for every command (docs/CLI.md): 0 clean; 1 a finding at or above
-``--fail-on``; 2 usage error (bad option, a path that does not exist or holds no run); 3 a run
+``--fail-on``; 2 usage error (bad option, a path that does not exist or holds no run, a
+dependency older than supported); 3 a run
 that is broken (unreadable, crashed, or only partly analysed), unless ``--allow-incomplete``.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from gradlog import requirements
 from gradlog._version import __version__
 from gradlog.errors import ConfigError, GradlogError, RunNotFoundError
 from gradlog.rundir import Run, discover, open_run
@@ -82,7 +84,16 @@ def _select_runs(
     does not exist or holds no (matching) run."""
     runs, missing = discover(paths or (Path("."),), include=include, exclude=exclude)
     if missing:
-        raise RunNotFoundError("; ".join(why for _, why in missing))
+        whys = [
+            why
+            + (
+                " (globs are expanded by the shell, not by gradlog: use --include)"
+                if any(c in str(path) for c in "*?[") and not path.exists()
+                else ""
+            )
+            for path, why in missing
+        ]
+        raise RunNotFoundError("; ".join(whys))
     return runs
 
 
@@ -202,11 +213,11 @@ def ls_command(
         ]
         header = ["directory", "run", "name", "status", "steps", "tensors", "size"]
         click.echo(_table(rows, header))
-    if quiet < 2:
+    if quiet < 2 and verbose:
         for i in infos:
-            for prob in i.problems if verbose or i.broken else []:
+            for prob in i.problems:
                 click.echo(f"warning: {_directory_text(i.path)}: {_printable(prob, 300)}", err=True)
-    _broken_exit(broken, allow_incomplete, quiet + 2)
+    _broken_exit(broken, allow_incomplete, quiet)
 
 
 @main.command("show")
@@ -269,7 +280,7 @@ def show_command(run: Path, fmt: str, as_json: bool, allow_incomplete: bool) -> 
     for prob in info.problems:
         lines.append(f"problem    {_printable(prob, 300)}")
     click.echo("\n".join(lines))
-    _broken_exit([f"{run}: {info.broken}"] if info.broken else [], allow_incomplete, 2)
+    _broken_exit([f"{run}: {info.broken}"] if info.broken else [], allow_incomplete, 0)
 
 
 _SEVERITIES = ("warning", "error")
@@ -312,7 +323,10 @@ def _show_progress(no_progress: bool, quiet: int) -> bool:
 
 def _run_broken(run: Any) -> str | None:
     """Why an analysed run is broken (unreadable, missing, crashed or partial), or None."""
-    if run.status in ("unreadable", "missing", "crashed"):
+    if run.status == "crashed":
+        error = run.meta.get("error")
+        return f"crashed: {error}" if isinstance(error, str) else "crashed"
+    if run.status in ("unreadable", "missing"):
         why = run.problems[0] if run.problems else run.status
         return f"{run.status}: {why}"
     if run.partial:
@@ -347,7 +361,8 @@ def _summary_line(
     result: Any, broken: list[str | None], counts: dict[str, int], code: int, why: str
 ) -> str:
     n = len(result.runs)
-    found = ", ".join(f"{v} {k}" for k, v in counts.items())
+    plural = {"error": "errors", "warning": "warnings"}
+    found = ", ".join(f"{v} {plural.get(k, k) if v != 1 else k}" for k, v in counts.items())
     n_broken = sum(b is not None for b in broken)
     return f"gradlog: {n} run{'s' * (n != 1)} ({n_broken} broken); {found}; exit {code}: {why}"
 
@@ -416,12 +431,13 @@ def analyze_command(
     verbose: int,
 ) -> None:
     """Run the detectors, trends and hints over the runs at any depth under PATHS."""
-    from gradlog.analysis import analyze
-    from gradlog.cli_json import analysis_json
-
     fmt = "json" if as_json else fmt
     cfg = _analysis_config(config_file, settings)
     runs = _select_runs(paths, include, exclude)
+    requirements.check()
+    from gradlog.analysis import analyze
+    from gradlog.cli_json import analysis_json
+
     progress = _show_progress(no_progress, quiet)
     result = analyze(runs, cfg, progress=progress, save=not no_save)
     broken, counts, code, why = _verdict(result, fail_on, allow_incomplete)
@@ -435,6 +451,9 @@ def analyze_command(
     elif quiet == 0:
         click.echo(analysis_text(result, verbose=verbose))
     if quiet < 2:
+        for run, b in zip(result.runs, broken, strict=True):
+            if b is not None:
+                click.echo(f"gradlog: broken run {run.run_id}: {_printable(b, 300)}", err=True)
         click.echo(_summary_line(result, broken, counts, code, why), err=fmt != "text")
     sys.exit(code)
 
@@ -522,14 +541,15 @@ def report_command(
     Saved analyses (analysis.json) are reused when they were made by this gradlog version with
     the same settings from the same files; other runs are analysed first (and saved).
     """
-    from gradlog.analysis.current import current_results
-    from gradlog.report.build import write_report
-
     if output.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"the report is an HTML file: give a name ending in .html, not {output}")
     cfg = _analysis_config(config_file, settings)
     runs = _select_runs(paths, include, exclude)
     progress = _show_progress(no_progress, quiet)
+    requirements.check()
+    from gradlog.analysis.current import current_results
+    from gradlog.report.build import write_report
+
     result, analysed = current_results(runs, cfg, progress=progress)
     out = write_report(result, output, progress=progress)
     broken, counts, code, why = _verdict(result, fail_on, allow_incomplete)
@@ -538,9 +558,9 @@ def report_command(
             click.echo(f"analysed {len(analysed)} of {len(runs)} runs; reused the others")
         click.echo(str(out))
     if quiet < 2:
-        for b in broken:
+        for run, b in zip(result.runs, broken, strict=True):
             if b is not None:
-                click.echo(f"gradlog: broken run: {_printable(b, 300)}", err=True)
+                click.echo(f"gradlog: broken run {run.run_id}: {_printable(b, 300)}", err=True)
         click.echo(_summary_line(result, broken, counts, code, why), err=True)
     sys.exit(code)
 
