@@ -9,7 +9,8 @@ from pathlib import Path
 
 from gradlog.analysis.batch import batch_result
 from gradlog.analysis.config import AnalysisConfig
-from gradlog.analysis.pipeline import analyze, provenance
+from gradlog.analysis.executors import Executor
+from gradlog.analysis.pipeline import analyze, provenance, result_dir
 from gradlog.analysis.result import BatchResult, RunResult, load_result
 from gradlog.errors import GradlogError, RunNotFoundError
 from gradlog.rundir import discover, open_run
@@ -37,9 +38,13 @@ def current_results(
     paths: Sequence[str | Path],
     config: AnalysisConfig | None = None,
     progress: bool = False,
+    *,
+    executor: Executor | None = None,
+    out: str | Path | None = None,
 ) -> tuple[BatchResult, list[Path]]:
     """Results for every run under ``paths`` (saved ones reused when current) and the runs
-    analysed now. Raises RunNotFoundError when ``paths`` hold no run at all."""
+    analysed now (on ``executor``; saved next to the runs or under ``out``). Raises
+    RunNotFoundError when ``paths`` hold no run at all."""
     cfg = config or AnalysisConfig()
     run_dirs, missing = discover(paths)
     if not run_dirs:
@@ -48,7 +53,7 @@ def current_results(
     found: dict[Path, RunResult] = {}
     stale: list[Path] = []
     for d in run_dirs:
-        saved = load_result(d)
+        saved = load_result(result_dir(d, out))
         try:
             reason = stale_reason(d, saved, cfg)
         except GradlogError:
@@ -58,7 +63,7 @@ def current_results(
         else:
             stale.append(d)
     if stale:
-        fresh = analyze(stale, config=cfg, progress=progress, save=True)
+        fresh = analyze(stale, config=cfg, progress=progress, save=True, executor=executor, out=out)
         for d, res in zip(stale, fresh.runs, strict=True):
             found[d] = res
     runs = [found[d] for d in run_dirs]

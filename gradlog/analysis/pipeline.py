@@ -4,6 +4,7 @@ compute the chart data, then the batch stage."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import sys
 import threading
@@ -160,19 +161,13 @@ def _failed(path: Path, exc: BaseException) -> RunResult:
     return RunResult(path.name, "", str(path), "failed", 0, True, [why])
 
 
-def result_dir(run_dir: Path, out: Path | None, taken: dict[Path, Path] | None = None) -> Path:
-    """Where the result of ``run_dir`` is saved: the run itself, or ``out/<run directory name>``
-    (``out`` for read-only data; ``taken`` makes names unique within one batch)."""
+def result_dir(run_dir: Path, out: str | Path | None = None) -> Path:
+    """Where the result of ``run_dir`` is saved: the run itself, or (for read-only data)
+    ``out/<run directory name>-<8 hex digits of its absolute path>`` (sweeps often reuse names)."""
     if out is None:
         return run_dir
-    where = out / run_dir.name
-    if taken is not None:
-        n = 1
-        while where in taken.values() and taken.get(run_dir) != where:
-            n += 1
-            where = out / f"{run_dir.name}-{n}"
-        taken[run_dir] = where
-    return where
+    digest = hashlib.sha1(str(run_dir.resolve()).encode(), usedforsecurity=False).hexdigest()
+    return Path(out) / f"{run_dir.name}-{digest[:8]}"
 
 
 def analyze(
@@ -229,8 +224,6 @@ def _collect(
     """The runs' results in the order of ``run_dirs`` (each saved as it arrives when asked),
     advancing the progress bar (runs done / total)."""
     got: dict[int, RunResult] = {}
-    taken: dict[Path, Path] = {}
-    out_dir = None if out is None else Path(out)
     with _bar(len(run_dirs), progress) as advance:
         for i, outcome in outcomes:
             if i in got:  # an engine that reports a run twice must not count it twice
@@ -239,7 +232,7 @@ def _collect(
             res = outcome if isinstance(outcome, RunResult) else _failed(path, outcome)
             if save:
                 try:
-                    res.save(result_dir(path, out_dir, taken))
+                    res.save(result_dir(path, out))
                 except OSError as exc:
                     res.problems.append(f"cannot save analysis.json: {exc}")
             got[i] = res

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from gradlog.analysis.current import current_results
 from gradlog.analysis.executors import (
     ClusterError,
     Outcome,
@@ -23,8 +24,8 @@ from gradlog.analysis.executors import (
     ThreadExecutor,
     make_executor,
 )
-from gradlog.analysis.pipeline import analyze
-from gradlog.analysis.result import RunResult, load_result
+from gradlog.analysis.pipeline import analyze, result_dir
+from gradlog.analysis.result import BatchResult, RunResult, load_result
 from gradlog.errors import ConfigError
 from tests.report.synthetic import write_run
 
@@ -136,9 +137,22 @@ def test_results_are_saved_under_out_when_the_runs_are_read_only(tmp_path: Path)
     batch = analyze([root], save=True, out=out, executor=SequentialExecutor())
     for run, res in zip(sorted(root.iterdir()), batch.runs, strict=True):
         assert not (run / "analysis.json").exists()
-        saved = load_result(out / run.name)
+        assert result_dir(run, out).parent == out
+        assert result_dir(run, out).name.startswith(run.name + "-")
+        saved = load_result(result_dir(run, out))
         assert saved is not None
         assert _canon(saved.to_json()) == _canon(RunResult.from_json(res.to_json()).to_json())
+
+
+def test_report_reuses_results_saved_under_out(tmp_path: Path) -> None:
+    root = _runs(tmp_path / "runs", 2)
+    out = tmp_path / "results"
+    first, analysed = current_results([root], out=out, executor=SequentialExecutor())
+    assert len(analysed) == 2
+    again, analysed = current_results([root], out=out)
+    assert analysed == []
+    assert _canon(again.to_json()) == _canon(BatchResult.from_json(first.to_json()).to_json())
+    assert not list(root.glob("*/analysis.json"))
 
 
 def test_options_are_checked() -> None:
