@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCHEMA_VERSION = 1
-"""Bumped on any incompatible change to a table or to meta.json."""
+SCHEMA_VERSION = 2
+"""Bumped on any incompatible change to a table or to meta.json (2: the ``run_id`` column;
+floats without BYTE_STREAM_SPLIT, which Spark 4.0 cannot read)."""
 
 META_FILE = "meta.json"
 PART_PREFIX = "part-"
@@ -95,6 +96,13 @@ _KIND = Column(
     "(before the update) or 'update' (after minus before).",
 )
 
+_RUN_ID = Column(
+    "run_id",
+    "dict",
+    "The run's id (meta.json run_id, its directory name), in every row (one dictionary entry "
+    "per part, so it costs almost nothing): queries over many runs need no file paths.",
+)
+
 STAT_COLUMNS: tuple[Column, ...] = (
     Column("count", "int64", "Number of elements (numel), NaN and Inf included."),
     Column("sum", "float32", "Sum of the finite elements."),
@@ -120,7 +128,7 @@ STAT_COLUMNS: tuple[Column, ...] = (
 TENSORS = Table(
     name="tensors",
     doc="Per (step, tensor, kind) sufficient statistics of gradients, parameters and updates.",
-    columns=(_STEP, _TENSOR, _KIND, *STAT_COLUMNS),
+    columns=(_STEP, _TENSOR, _KIND, *STAT_COLUMNS, _RUN_ID),
     sort_key=("kind", "tensor", "step"),
 )
 
@@ -132,6 +140,7 @@ HISTS = Table(
         _TENSOR,
         _KIND,
         Column("bins", "hist", "Counts: [zeros, 2**-149.., ..2**127, non-finite]."),
+        _RUN_ID,
     ),
     sort_key=("kind", "tensor", "step"),
 )
@@ -163,6 +172,7 @@ STEPS = Table(
             "bool",
             "True when per-tensor gradient statistics were recorded for this step.",
         ),
+        _RUN_ID,
     ),
     sort_key=("step",),
 )
@@ -176,6 +186,7 @@ SCALARS = Table(
         _STEP,
         Column("name", "dict", "Scalar name as passed to Recorder.log()."),
         Column("value", "float64", "Scalar value."),
+        _RUN_ID,
     ),
     sort_key=("name", "step"),
 )
@@ -338,3 +349,21 @@ def markdown_tables() -> str:
     out += ["", "Each entry of `tensors` (the catalogue):", "", "| field | meaning |", "|---|---|"]
     out += [f"| `{k}` | {cell(v)} |" for k, v in CATALOGUE_FIELDS.items()]
     return "\n".join(out) + "\n"
+
+
+def regenerate_format_doc(path: str) -> None:
+    """Replace everything after ``## Tables`` in ``path`` (docs/FORMAT.md) with
+    :func:`markdown_tables` (``python -m gradlog.schema docs/FORMAT.md``)."""
+    from pathlib import Path
+
+    doc = Path(path).read_text(encoding="utf-8")
+    head, sep, _ = doc.partition("## Tables\n\n")
+    if not sep:
+        raise ValueError(f"{path} has no '## Tables' section")
+    Path(path).write_text(head + sep + markdown_tables(), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    regenerate_format_doc(sys.argv[1] if len(sys.argv) > 1 else "docs/FORMAT.md")

@@ -19,12 +19,16 @@ def write_part(
     """``<run>/<table>/rank=<rank>/part-<index>.parquet`` from ``columns``.
 
     A dictionary column is given as strings or as ``(codes, words)``; a histogram column as an
-    ``[n, HIST_BINS]`` array or list of lists; the rest as anything ``pa.array`` takes.
+    ``[n, HIST_BINS]`` array or list of lists; the rest as anything ``pa.array`` takes. ``run_id``
+    defaults to the run directory's name.
     """
     schema = arrow_schema(table)
     arrays = []
+    rows = len(columns[schema.names[0]])
     for field in schema:
-        col = columns[field.name]
+        col: Any = columns.get(field.name)
+        if field.name == "run_id" and (col is None or len(col) == 0):
+            col = [run.name] * rows
         if pa.types.is_dictionary(field.type) and isinstance(col, tuple):
             codes, words = col
             arrays.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -148,3 +149,24 @@ def test_format_doc_lists_every_column_as_declared() -> None:
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_text(encoding="utf-8")
     assert markdown_tables() in doc
+
+
+def test_every_table_carries_the_run_id_as_a_dictionary_column() -> None:
+    for table in TABLES.values():
+        col = table.column("run_id")
+        assert col.type == "dict"
+        assert table.names[-1] == "run_id"  # appended: positional readers of the others hold
+        assert arrow_schema(table).field("run_id").type.value_type == "string"
+
+
+def test_format_doc_is_regenerated_in_place(tmp_path: Path) -> None:
+    from gradlog.schema import regenerate_format_doc
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md"
+    copy = tmp_path / "FORMAT.md"
+    copy.write_text(doc.read_text(encoding="utf-8").replace("| `run_id` |", "| `gone` |"))
+    regenerate_format_doc(str(copy))
+    assert copy.read_text(encoding="utf-8") == doc.read_text(encoding="utf-8")
+    (tmp_path / "bad.md").write_text("# no tables\n")
+    with pytest.raises(ValueError, match="no '## Tables' section"):
+        regenerate_format_doc(str(tmp_path / "bad.md"))

@@ -29,6 +29,7 @@ from gradlog.schema import (
     HIST_BINS,
     HISTS,
     SCALARS,
+    STAT_COLUMNS,
     STAT_KINDS,
     STEPS,
     TENSORS,
@@ -39,8 +40,9 @@ from gradlog.schema import (
 )
 
 NSTATS = 8
-_SUMSQ = TENSORS.names[3:].index("sumsq")
-_NONFINITE = TENSORS.names[3:].index("nonfinite")
+_STAT_NAMES = [c.name for c in STAT_COLUMNS]
+_SUMSQ = _STAT_NAMES.index("sumsq")
+_NONFINITE = _STAT_NAMES.index("nonfinite")
 _FLOAT_COLS = {"sum", "sumsq", "min", "max", "absmax"}
 MAX_ERRORS_KEPT = 20
 
@@ -174,6 +176,7 @@ class Writer:
         self.rank = rank
         self.tensor_dictionary = pa.array(tensor_names, type=pa.string())
         self.kind_dictionary = pa.array(list(STAT_KINDS), type=pa.string())
+        self.run_id_dictionary = pa.array([run_dir.name], type=pa.string())
         self.max_queue_bytes = max_queue_bytes
         self.flush_every_steps = flush_every_steps
         self.flush_every_secs = flush_every_secs
@@ -336,7 +339,7 @@ class Writer:
                     "tensor": seg.tensors.astype(np.int32),
                     "kind": np.full(n, seg.kind, dtype=np.int32),
                 }
-                for j, col in enumerate(TENSORS.names[3:]):
+                for j, col in enumerate(_STAT_NAMES):
                     cols[col] = rows[:, j]
                 self._buffers["tensors"].append(cols)
                 if seg.norm_rows is not None and seg.norm_rows.any():
@@ -430,7 +433,15 @@ class Writer:
         order = np.lexsort(keys)
         arrays: list[pa.Array] = []
         schema = arrow_schema(table)
+        n_rows = len(order)
         for f in schema:
+            if f.name == "run_id":  # one dictionary entry per part
+                arrays.append(
+                    pa.DictionaryArray.from_arrays(
+                        pa.array(np.zeros(n_rows, dtype=np.int32)), self.run_id_dictionary
+                    )
+                )
+                continue
             values = cols[f.name][order]
             if f.name == "tensor":
                 arr: pa.Array = pa.DictionaryArray.from_arrays(
@@ -465,7 +476,6 @@ class Writer:
         final = directory / part_name(self._part_index[name])
         self._part_index[name] += 1
         tmp = directory / f".{final.name}.{os.getpid()}{TMP_SUFFIX}"
-        floats = [c for c in table.column_names if c in _FLOAT_COLS]
         try:
             with open(tmp, "wb") as f:
                 pq.write_table(
@@ -473,8 +483,11 @@ class Writer:
                     f,
                     compression="zstd",
                     compression_level=self.compression_level,
-                    use_dictionary=["tensor", "kind", "name", "count"],
-                    use_byte_stream_split=floats or False,
+                    use_dictionary=["tensor", "kind", "name", "count", "run_id"],
+                    # No BYTE_STREAM_SPLIT: Spark 4.0's reader rejects it; delta-coded steps
+                    # win back part of its cost (BENCHMARKS.md, bytes on disk per row).
+                    use_byte_stream_split=False,
+                    column_encoding={"step": "DELTA_BINARY_PACKED"},
                     write_statistics=["step"],
                     write_page_checksum=True,  # readers verify pages (CRC32): flips are caught
                     row_group_size=1 << 20,
