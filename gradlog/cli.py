@@ -397,6 +397,33 @@ def github_annotations(result: Any, broken: list[str | None]) -> str:
     return "\n".join(lines)
 
 
+def _executor_options(fn: F) -> F:
+    """--jobs N / --ray [ADDRESS] (where the runs are analysed) and --out DIR (where results go)."""
+    fn = click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Save each run's analysis.json under DIR (for read-only data) instead of in the run.",
+    )(fn)
+    fn = click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="auto",
+        default=None,
+        metavar="[ADDRESS]",
+        help="Analyse the runs as tasks on a Ray cluster (auto, HOST:PORT of the head or "
+        "ray://HOST:PORT); every node must read the runs at the same paths. Needs gradlog[ray].",
+    )(fn)
+    return click.option(
+        "--jobs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Analyse N runs at once in worker processes on this machine.",
+    )(fn)
+
+
 @main.command("analyze")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_selection
@@ -412,11 +439,15 @@ def github_annotations(result: Any, broken: list[str | None]) -> str:
 @_SET_OPTION
 @click.option("--no-save", is_flag=True, help="Do not write <run>/analysis.json.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none when stderr is no tty).")
+@_executor_options
 @_verbosity
 @_clean_errors
 def analyze_command(
     *,
     paths: tuple[Path, ...],
+    jobs: int | None,
+    ray_address: str | None,
+    out_dir: Path | None,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     fmt: str,
@@ -439,7 +470,16 @@ def analyze_command(
     from gradlog.cli_json import analysis_json
 
     progress = _show_progress(no_progress, quiet)
-    result = analyze(runs, cfg, progress=progress, save=not no_save)
+    from gradlog.analysis.executors import make_executor
+
+    executor = make_executor(jobs, ray_address)
+    try:
+        result = analyze(
+            runs, cfg, progress=progress, save=not no_save, executor=executor, out=out_dir
+        )
+    finally:
+        if executor is not None:
+            executor.close()
     broken, counts, code, why = _verdict(result, fail_on, allow_incomplete)
     if fmt == "json":
         doc = analysis_json(result, broken, counts, code, why)
@@ -520,11 +560,15 @@ def analysis_text(result: Any, verbose: int = 0) -> str:
 @_CONFIG_OPTION
 @_SET_OPTION
 @click.option("--no-progress", is_flag=True, help="No progress bar (none when stderr is no tty).")
+@_executor_options
 @_verbosity
 @_clean_errors
 def report_command(
     *,
     paths: tuple[Path, ...],
+    jobs: int | None,
+    ray_address: str | None,
+    out_dir: Path | None,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     output: Path,
@@ -548,9 +592,17 @@ def report_command(
     progress = _show_progress(no_progress, quiet)
     requirements.check()
     from gradlog.analysis.current import current_results
+    from gradlog.analysis.executors import make_executor
     from gradlog.report.build import write_report
 
-    result, analysed = current_results(runs, cfg, progress=progress)
+    executor = make_executor(jobs, ray_address)
+    try:
+        result, analysed = current_results(
+            runs, cfg, progress=progress, executor=executor, out=out_dir
+        )
+    finally:
+        if executor is not None:
+            executor.close()
     out = write_report(result, output, progress=progress)
     broken, counts, code, why = _verdict(result, fail_on, allow_incomplete)
     if quiet == 0:
