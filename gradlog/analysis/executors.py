@@ -187,7 +187,7 @@ def _ray() -> Any:
         return importlib.import_module("ray")
     except ImportError as exc:
         raise ClusterError(
-            "--ray needs Ray: pip install 'gradlog[ray]' (or pip install ray)"
+            "--ray needs Ray: pip install 'ray>=2.9' (gradlog's [ray] extra)"
         ) from exc
 
 
