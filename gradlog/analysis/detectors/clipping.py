@@ -42,7 +42,7 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
         at = f" at {limit:.3g}" if limit is not None else ""
         if limit is not None:
             ev["clip_limit"] = limit
-        slow = low_symptoms(frames, cfg)
+        slow = low_symptoms(frames, cfg, still_falling=False)  # a loss that barely moved
         if fired > cfg.clip_fire_high:
             # a tight threshold makes the steps normalised ones of length lr x threshold: a
             # recipe (e.g. LSTM language models), a problem only when progress is slow

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.phases import overflowed_norm_steps
 from gradlog.analysis.registry import detector
 from gradlog.analysis.robust import window_len
 
@@ -56,12 +58,29 @@ def start_step(
     return int(step[over[0]]) if len(over) else int(step[0])
 
 
+def global_norms(frames: RunFrames, st: pl.DataFrame) -> np.ndarray:
+    """The steps' global norms; where the stored one overflowed (inf with no non-finite element
+    recorded: a float64 gradient beyond the float32 range), the norm of the per-tensor norms."""
+    norm = st["grad_norm"].to_numpy().astype(np.float64)
+    over = overflowed_norm_steps(frames)
+    if over:
+        redo = (
+            frames.grad.filter(pl.col("step").is_in(list(over)))
+            .group_by("step")
+            .agg((pl.col("norm") ** 2).sum().sqrt().alias("n"))
+        )
+        by_step = dict(zip(redo["step"].to_list(), redo["n"].to_list(), strict=True))
+        steps = st["step"].to_list()
+        norm = np.array([by_step.get(s, v) for s, v in zip(steps, norm, strict=True)])
+    return norm
+
+
 @detector("exploding")
 def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
     """Global or per-tensor norm grew > exploding_growth x, or exceeded exploding_abs_norm."""
     out: list[Finding] = []
     st = frames.steps.sort("step")
-    step, norm = st["step"].to_numpy(), st["grad_norm"].to_numpy().astype(np.float64)
+    step, norm = st["step"].to_numpy(), global_norms(frames, st)
     ratio, early, late = growth(step, norm, cfg)
     finite = np.isfinite(norm)
     peak = float(np.max(norm[finite])) if finite.any() else float("nan")

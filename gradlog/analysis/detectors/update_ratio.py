@@ -82,9 +82,12 @@ def high_symptoms(frames: RunFrames, cfg: AnalysisConfig) -> list[str]:
     return out
 
 
-def low_symptoms(frames: RunFrames, cfg: AnalysisConfig) -> list[str]:
-    """What in the loss says the learning rate is too low: it barely moved, or it is still
-    falling slowly and steadily at the end (not converged, not noisy)."""
+def low_symptoms(
+    frames: RunFrames, cfg: AnalysisConfig, *, still_falling: bool = True
+) -> list[str]:
+    """What in the loss says the learning rate is too low: it barely moved, or (with
+    ``still_falling``) it is still falling slowly and steadily at the end (not converged, not
+    noisy)."""
     step, loss = healthy_loss(frames, cfg)
     if len(loss) < 2 * cfg.min_window or phases(frames, cfg).broken:
         return []
@@ -96,7 +99,7 @@ def low_symptoms(frames: RunFrames, cfg: AnalysisConfig) -> list[str]:
     progress = (float(loss[0]) - end) / (abs(float(loss[0])) + 1e-12)
     if progress < cfg.plateau_min_progress:
         return [f"the loss barely moved ({progress:.1%} in the whole run)"]
-    if not np.isnan(slope) and hi < 0 and drop >= cfg.plateau_rel:
+    if still_falling and not np.isnan(slope) and hi < 0 and drop >= cfg.plateau_rel:
         return [
             f"the loss is still falling steadily at the end ({drop:.1%} over the last {tw} "
             "logged steps)"
@@ -251,6 +254,10 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
         bad = per.filter(cond).sort("med", descending=kind is Kind.LR_TOO_HIGH)
         if closure or (kind is Kind.LR_TOO_LOW and high_symptoms(frames, cfg)):
             continue  # no per-layer "raise" beside a run that shows a too-high rate
+        if not (
+            high_symptoms(frames, cfg) if kind is Kind.LR_TOO_HIGH else low_symptoms(frames, cfg)
+        ):
+            continue  # a loss that behaves: a per-layer rule of thumb is not worth acting on
         for row in bad.head(cfg.max_tensor_findings).iter_rows(named=True):
             f = cfg.update_ratio_target / row["med"]
             out.append(
