@@ -199,6 +199,38 @@ def score(
     return Score(dict(sorted(kinds.items())), reports, healthy_fp)
 
 
+@dataclass
+class Localisation:
+    """Of the ``must`` items that name a tensor or a step: how many were detected by kind and
+    how many were also placed right (tensor and step within tolerance)."""
+
+    localisable: int = 0
+    detected: int = 0
+    localised: int = 0
+    misses: list[str] = field(default_factory=list)
+
+
+def localisation(
+    expects: Mapping[str, Mapping[str, Any]], findings: Mapping[str, Sequence[Any]]
+) -> Localisation:
+    """Localisation accuracy over every ``must`` item with a ``tensor`` or ``step_start``."""
+    out = Localisation()
+    for name, expect in expects.items():
+        found = list(findings.get(name, []))
+        for item in expect.get("must", []):
+            if item.get("tensor") is None and item.get("step_start") is None:
+                continue
+            out.localisable += 1
+            kind_only = {"kind": item["kind"]}
+            if any(matches(kind_only, f) for f in found):
+                out.detected += 1
+            if any(matches(item, f) for f in found):
+                out.localised += 1
+            else:
+                out.misses.append(f"{name}: {describe_item(item)}")
+    return out
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 

@@ -5,8 +5,9 @@ Every scenario module defines
 - ``NAME: str`` -- the scenario's name (its log directory is ``sample_runs/logs/<NAME>/``);
 - ``CONFIG: dict`` -- its hyperparameters (also passed to the Recorder as ``config=``);
 - ``EXPECT: dict`` -- the findings the analysis must and must not produce on its run;
-- ``train(root: Path) -> Path`` -- trains (seeded, deterministic, seconds on a laptop CPU) and
-  returns the run directory it recorded under ``root``.
+- ``train(root: Path, **overrides) -> Path`` -- trains (seeded, deterministic, seconds on a
+  laptop CPU) and returns the run directory it recorded under ``root``; ``overrides`` replace
+  CONFIG entries (e.g. ``lr=...`` to follow a learning-rate hint).
 
 EXPECT format::
 
@@ -38,12 +39,18 @@ from types import ModuleType
 
 from sample_runs.scenarios import (
     amp,
+    amp_nan,
     dying_relu,
     exploding_sgd,
+    float64_explode,
+    gpt_char,
+    gpt_char_nan,
     head_not_in_optimizer,
     healthy_cnn,
+    lbfgs_seq,
     loss_spike,
     lr_too_low,
+    lstm_sgd,
     nan_backward,
     vanishing_sigmoid,
 )
@@ -62,6 +69,9 @@ KINDS = (
     "precision",
     "clipping",
     "batch_size",
+    "oscillation",
+    "warmup",
+    "weight_decay",
 )
 """The finding kinds an EXPECT may name."""
 
@@ -71,7 +81,7 @@ SEVERITIES = ("info", "warning", "error")
 DEFAULT_STEP_TOLERANCE = 5
 """Steps by which a finding's step_start may miss an expected one (kinds other than nonfinite)."""
 
-HEALTHY = ("healthy_cnn", "amp")
+HEALTHY = ("healthy_cnn", "amp", "gpt_char", "lstm_sgd", "lbfgs_seq")
 """Scenarios without any pathology: every warning or error on them is a false positive."""
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -86,6 +96,12 @@ SCENARIOS: dict[str, ModuleType] = {
         loss_spike,
         head_not_in_optimizer,
         amp,
+        gpt_char,
+        gpt_char_nan,
+        lstm_sgd,
+        lbfgs_seq,
+        float64_explode,
+        amp_nan,
     )
 }
 """Every scenario module by NAME, in generation order."""

@@ -47,14 +47,15 @@ def _diabetes() -> tuple[torch.Tensor, torch.Tensor]:
     return (x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std()
 
 
-def train(root: Path) -> Path:
+def train(root: Path, **overrides: Any) -> Path:
     """Train until (and past) the blow-up; returns the run directory."""
-    gen = seed_all(CONFIG["seed"])
+    config = {**CONFIG, **overrides}
+    gen = seed_all(config["seed"])
     x, y = _diabetes()
     model = nn.Sequential(
         nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=CONFIG["lr"], momentum=CONFIG["momentum"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
     return record_training(
-        root, NAME, CONFIG, model, optimizer, data=(x, y), gen=gen, loss_fn=nn.functional.mse_loss
+        root, NAME, config, model, optimizer, data=(x, y), gen=gen, loss_fn=nn.functional.mse_loss
     )

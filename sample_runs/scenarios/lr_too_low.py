@@ -37,10 +37,11 @@ EXPECT: dict[str, Any] = {
 }
 
 
-def train(root: Path) -> Path:
+def train(root: Path, **overrides: Any) -> Path:
     """Train the MLP at a tiny learning rate; returns the run directory."""
-    gen = seed_all(CONFIG["seed"])
+    config = {**CONFIG, **overrides}
+    gen = seed_all(config["seed"])
     x, y = digits(flat=True)
     model = DigitsMLP((128, 128))
-    optimizer = torch.optim.SGD(model.parameters(), lr=CONFIG["lr"])
-    return record_training(root, NAME, CONFIG, model, optimizer, data=(x, y), gen=gen)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    return record_training(root, NAME, config, model, optimizer, data=(x, y), gen=gen)
