@@ -6,15 +6,24 @@ STAMP := $(VENV)/.installed
 
 BROWSER_STAMP := $(VENV)/.browser
 
-.PHONY: demo test lint samples bench clean
+.PHONY: demo test test-min lint samples bench clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# The CPU build of torch that lies on disk here; users elsewhere keep their own torch (>=2.4).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	@# The framework extras come after the torch pin, so that they do not pull a CUDA torch.
-	$(PY) -m pip install -q -e ".[dev,samples,lightning,transformers]"
+	@# The extras come after the torch pin, so that they do not pull a CUDA torch.
+	$(PY) -m pip install -q -e ".[torch,dev,samples,lightning,transformers]"
 	touch $(STAMP)
+
+# A Java runtime for the Spark reader test (Debian package; needs root or sudo).
+JAVA_STAMP := $(VENV)/.java
+
+$(JAVA_STAMP): $(STAMP)
+	@command -v java >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless >/dev/null; }
+	touch $(JAVA_STAMP)
 
 # Headless Chromium for the browser tests of the reports (Debian packages; needs root or sudo).
 $(BROWSER_STAMP): $(STAMP)
@@ -31,8 +40,25 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint $(BROWSER_STAMP)
+test: lint $(BROWSER_STAMP) $(JAVA_STAMP)
 	$(VENV)/bin/pytest -q
+
+# The declared floor of every runtime dependency (pyproject.toml), in a venv of its own, with
+# the local CPU torch: the analysis, report and CLI tests must pass there.
+MIN_VENV ?= build/venv-min
+test-min: $(STAMP)
+	rm -rf $(MIN_VENV)
+	$(PY) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(MIN_VENV)/bin/python -m pip install -q $$($(PY) -m tests.floors) "pytest>=8" "hypothesis>=6.100"
+	$(MIN_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(MIN_VENV)/bin/python -m tests.floors --check
+	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/analysis tests/report \
+	  tests/test_cli_exit.py tests/test_rundir.py --ignore=tests/report/test_browser.py
+
+# docs/FORMAT.md's table reference, regenerated from gradlog/schema.py.
+docs: $(STAMP)
+	$(PY) -m gradlog.schema docs/FORMAT.md
 
 samples: $(STAMP)
 	$(PY) -m sample_runs.make_samples --out sample_runs/logs
