@@ -53,8 +53,13 @@ test-min: $(STAMP)
 	$(MIN_VENV)/bin/python -m pip install -q $$($(PY) -m tests.floors) "pytest>=8" "hypothesis>=6.100"
 	$(MIN_VENV)/bin/python -m pip install -q --no-deps -e .
 	$(MIN_VENV)/bin/python -m tests.floors --check
+	@# Not here: the browser tests (selenium, a dev tool) and the tests of the optional Ray extra
+	@# (make test runs both).
 	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/analysis tests/report \
-	  tests/test_cli_exit.py tests/test_rundir.py --ignore=tests/report/test_browser.py
+	  tests/test_cli_exit.py tests/test_rundir.py --ignore=tests/report/test_browser.py \
+	  --ignore=tests/analysis/test_ray.py \
+	  --deselect tests/analysis/test_executors.py::test_unreachable_cluster_is_a_clear_error_at_once \
+	  --deselect tests/analysis/test_executors_cli.py::test_unreachable_cluster_and_conflicting_options_are_clean_errors
 
 # docs/FORMAT.md's table reference, regenerated from gradlog/schema.py.
 docs: $(STAMP)
