@@ -6,9 +6,10 @@ tensor). A larger one is reduced while it is read, part batch by part batch, ont
 ``resolution`` consecutive steps per tensor (at most about ``BUCKET_ROWS`` rows): the per-step
 norm's *maximum* over the bucket (so spikes and explosions survive), RMS and zero fraction over
 all the bucket's elements, non-finite counts summed, and the update ratio as the root of the mean
-squared update over the root of the mean squared weight norm. Memory then follows the number of
-buckets, not the run's length; the detectors read the same columns either way and their step
-ranges are the buckets' first steps.
+squared update over the root of the mean squared weight norm; the exponent histograms are summed
+onto the same buckets. Memory then follows the number of buckets, not the run's length; the
+detectors read the same columns either way and their step ranges are the buckets' first steps.
+Runs of several ranks are merged over ranks window of steps by window (:func:`step_windows`).
 """
 
 from __future__ import annotations
