@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,6 +68,7 @@ def cluster() -> Iterator[RayExecutor]:
         subprocess.run(
             [RAY, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False
         )
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _canon(b: BatchResult) -> str:
