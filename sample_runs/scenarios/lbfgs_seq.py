@@ -21,10 +21,10 @@ CONFIG: dict[str, Any] = {
     "data": "generated sine waves (period 20, random phase)",
     "optimizer": "LBFGS",
     "lr": 0.8,
-    "max_iter": 8,
+    "max_iter": 6,
     "sequences": 24,
-    "length": 60,
-    "steps": 24,
+    "length": 40,
+    "steps": 20,
     "seed": 0,
 }
 EXPECT: dict[str, Any] = {"must": [], "must_not": HEALTHY_MUST_NOT}

@@ -159,10 +159,12 @@ def test_unrelated_runs_give_no_batch_findings(tmp_path: Path) -> None:
 
 
 def test_the_sample_scenarios_are_no_sweep() -> None:
-    # nine unrelated scenarios (other models, optimizers, step counts) with various lrs
+    # unrelated scenarios (other models, optimizers, step counts) with various lrs
+    from sample_runs.scenarios import SCENARIOS
+
     logs = Path(__file__).resolve().parents[2] / "sample_runs" / "logs"
     res = analyze(sorted(logs.glob("*/*/")))
-    assert len(res.runs) == 9
+    assert len(res.runs) == len(SCENARIOS)
     assert res.batch_findings == []
     for r in res.runs:
         c = r.convergence
