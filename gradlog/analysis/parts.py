@@ -201,9 +201,8 @@ def read_hist_part(path: Path, names: Names) -> HistRows | None:
         return None
     if len(grad) < table.num_rows:
         table = table.take(pa.array(grad))
-    bins = pa.concat_arrays(
-        [c.flatten() for c in table.column("bins").chunks]  # list -> its values, in order
-    )
+    chunks = [c.flatten() for c in table.column("bins").chunks]  # list -> its values, in order
+    bins = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)  # one chunk: no copy
     counts = np.asarray(bins.to_numpy(zero_copy_only=False), dtype=np.int64)
     if counts.size != table.num_rows * HIST_BINS:
         return None  # not this format's histograms: the analysis reports the part
