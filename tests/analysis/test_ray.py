@@ -47,6 +47,10 @@ def _ray(*args: str, env: dict[str, str]) -> None:
 def cluster() -> Iterator[RayExecutor]:
     """A two-node cluster on 127.0.0.1 and a driver connected to it (stopped in any case)."""
     port = _free_port()
+    # a loopback cluster of this test only: no token authentication (Ray >= 2.5x enables it
+    # whenever ~/.ray/auth_token exists), for the nodes and for this driver alike
+    auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a limit
     head = ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
@@ -69,6 +73,10 @@ def cluster() -> Iterator[RayExecutor]:
             [RAY, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False
         )
         shutil.rmtree(temp, ignore_errors=True)
+        if auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth
 
 
 def _canon(b: BatchResult) -> str:
