@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@# The CPU build of torch that lies on disk here; users elsewhere keep their own torch (>=2.4).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	@# The extras come after the torch pin, so that they do not pull a CUDA torch.
-	$(PY) -m pip install -q -e ".[torch,dev,samples,lightning,transformers]"
+	$(PY) -m pip install -q -e ".[torch,dev,samples,lightning,transformers,ray]"
 	touch $(STAMP)
 
 # A Java runtime for the Spark reader test (Debian package; needs root or sudo).
@@ -40,8 +40,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The whole suite, then the analysis/report tests again at the declared dependency floors.
 test: lint $(BROWSER_STAMP) $(JAVA_STAMP)
 	$(VENV)/bin/pytest -q
+	$(MAKE) test-min
 
 # The declared floor of every runtime dependency (pyproject.toml), in a venv of its own, with
 # the local CPU torch: the analysis, report and CLI tests must pass there.

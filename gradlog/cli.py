@@ -414,7 +414,8 @@ def _executor_options(fn: F) -> F:
         default=None,
         metavar="[ADDRESS]",
         help="Analyse the runs as tasks on a Ray cluster (auto, HOST:PORT of the head or "
-        "ray://HOST:PORT); every node must read the runs at the same paths. Needs gradlog[ray].",
+        "ray://HOST:PORT); every node must read the runs at the same paths. "
+        "Needs torch-gradlog[ray].",
     )(fn)
     return click.option(
         "--jobs",

@@ -83,6 +83,35 @@ def _fit(  # noqa: PLR0917 - private helper; the call sites read as a table of m
             )
     except (RuntimeError, ValueError, optimize.OptimizeWarning):
         return None
+    try:
+        return _summarise(
+            name,
+            fn,
+            t=t,
+            y=y,
+            popt=popt,
+            pcov=pcov,
+            scale=scale,
+            t_proj=t_proj,
+            relative=relative,
+        )
+    except (OverflowError, FloatingPointError):  # a loss that blew up to 1e150 and beyond
+        return None
+
+
+def _summarise(
+    name: str,
+    fn: Callable[..., np.ndarray],
+    *,
+    t: np.ndarray,
+    y: np.ndarray,
+    popt: np.ndarray,
+    pcov: np.ndarray,
+    scale: np.ndarray | None,
+    t_proj: float,
+    relative: bool,
+) -> Fit | None:
+    """The fit's AIC, projection at ``t_proj`` and 95% band; None when they are not finite."""
     resid = (y - fn(t, *popt)) / (1.0 if scale is None else scale)
     rss = float(np.sum(resid**2))
     n = len(y)
@@ -102,11 +131,17 @@ def _fit(  # noqa: PLR0917 - private helper; the call sites read as a table of m
     low, high = proj - 1.96 * sd, proj + 1.96 * sd
     if relative:
         proj, low, high = max(proj, 0.0), max(low, 0.0), max(high, 0.0)
+    if not all(np.isfinite([aic, rss, proj, low, high])):
+        return None
     return Fit(name, [float(p) for p in popt], float(aic), rss, proj, low, high, float(popt[2]))
 
 
 def change_points(t: np.ndarray, y: np.ndarray, max_points: int) -> list[int]:
-    """Binary segmentation with piecewise-linear segments and a BIC penalty; returns steps."""
+    """Binary segmentation with piecewise-linear segments and a BIC penalty; returns steps.
+
+    None found for a curve whose squares overflow (a loss that blew up past 1e150)."""
+    if len(y) and not float(np.max(np.abs(y))) < 1e150:
+        return []
 
     z = np.zeros(1)
     ct, cy = np.concatenate([z, np.cumsum(t)]), np.concatenate([z, np.cumsum(y)])

@@ -69,7 +69,7 @@ def _callback_bases() -> tuple[type, ...]:
         found = found or "none"
         raise ImportError(
             "GradlogCallback needs lightning >= 2.0 (lightning.pytorch or pytorch_lightning); "
-            f"found: {found}. Install it with `pip install 'gradlog[lightning]'`"
+            f"found: {found}. Install it with `pip install 'torch-gradlog[lightning]'`"
         )
     return bases
 

@@ -50,7 +50,7 @@ try:
 except ImportError as exc:
     raise ImportError(
         "gradlog.integrations.transformers needs the transformers package: "
-        "pip install 'gradlog[transformers]'"
+        "pip install 'torch-gradlog[transformers]'"
     ) from exc
 
 import torch

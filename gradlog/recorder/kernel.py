@@ -56,7 +56,7 @@ class _Loader:
     def load(self, in_child: bool) -> None:
         try:
             if importlib.util.find_spec("numba") is None:
-                raise ImportError("numba is not installed (pip install 'gradlog[fast]')")
+                raise ImportError("numba is not installed (pip install 'torch-gradlog[fast]')")
             if in_child:
                 # Compile in a child process at the lowest priority: the compiler holds the GIL
                 # and a core for seconds, which the training process must not feel. Later runs

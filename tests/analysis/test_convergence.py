@@ -159,3 +159,14 @@ def test_a_diverged_loss_has_not_stalled() -> None:
     assert c is not None
     assert c.diverged
     assert c.stalled_step is None
+
+
+def test_a_loss_that_blew_up_past_1e150_is_fitted_without_overflow() -> None:
+    """A float64 run whose loss grows to 1e200 (finite, but its squares overflow)."""
+    t = np.arange(60)
+    y = np.concatenate([np.linspace(1.2, 0.5, 8), 10.0 ** np.linspace(1, 200, 52)])
+    assert np.all(np.isfinite(y))
+    c = fit_convergence(t, y, AnalysisConfig())
+    assert c is not None
+    assert c.diverged
+    assert change_points(t, y, 3) == []
