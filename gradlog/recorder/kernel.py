@@ -12,6 +12,7 @@ numba is missing or anything fails, callers use the torch/numpy kernels of
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import importlib.util
@@ -29,6 +30,7 @@ from gradlog.schema import HIST_BINS, STAT_COLUMNS
 
 _MODULE = "gradlog.recorder._numba_kernels"
 _COMPILE_TIMEOUT_S = 600.0
+_EXIT_WAIT_S = 120.0  # at interpreter exit, the longest wait for a load in progress
 # The child imports the kernels' file alone (not the gradlog.recorder package, which imports
 # torch): numba, numpy and gradlog.schema only, so that it starts fast even at low priority.
 _WARM_UP = """
@@ -149,6 +151,9 @@ def start_loading(*, wait: bool = False) -> bool:
         threading.Thread(
             target=loader.load, args=(True,), name="gradlog-kernel-loader", daemon=True
         ).start()
+        # A short process may end while the thread is inside numba/LLVM: finalizing the
+        # interpreter under it aborts the process ("terminate called ..."). Let it finish first.
+        atexit.register(loader.done.wait, _EXIT_WAIT_S)
     if wait:
         loader.done.wait()
     return loader.state == "ready"

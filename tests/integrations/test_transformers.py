@@ -341,7 +341,7 @@ def test_a_guarded_trainer_still_pickles(tmp_path: Path) -> None:
 def test_import_without_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
     monkeypatch.delitem(sys.modules, "gradlog.integrations.transformers")
-    with pytest.raises(ImportError, match=r"pip install 'gradlog\[transformers\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'torch-gradlog\[transformers\]'"):
         importlib.import_module("gradlog.integrations.transformers")
 
 
