@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import torch
 
 from gradlog.errors import ConfigError, GradlogWarning
+from gradlog.integrations import run_options
 from gradlog.recorder import Recorder
 from gradlog.recorder import schedules as sched
-from gradlog.recorder.naming import validate_name
 from gradlog.recorder.recorder import exit_status, unwrap_optimizer
 
 if TYPE_CHECKING:
@@ -147,19 +147,9 @@ class GradlogCallback(_CallbackBase):  # type: ignore[misc]  # base added at run
         strict: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(root, (str, os.PathLike)):
-            raise ConfigError(
-                f"root must be a path (str or os.PathLike), got {type(root).__name__}"
-            )
-        if config is not None and not isinstance(config, Mapping):
-            raise ConfigError(
-                f"config must be a mapping of hyperparameters or None, got {type(config).__name__}"
-            )
+        self.root, self.name, self.config = run_options(root, name, config)
         if not isinstance(strict, bool):
             raise ConfigError(f"strict must be True or False, got {strict!r}")
-        self.root = Path(root)
-        self.name = None if name is None else validate_name(name)
-        self.config: dict[str, Any] = dict(config or {})
         self.strict = strict
         # Kept as given (ints and bools pickle, for ddp_spawn); validated now.
         self.schedules: dict[str, sched.Schedule | int | bool] = {

@@ -41,7 +41,6 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -56,9 +55,9 @@ except ImportError as exc:
 import torch
 
 from gradlog.errors import ConfigError, GradlogWarning
+from gradlog.integrations import run_options
 from gradlog.recorder import schedules as sched
 from gradlog.recorder.meta import jsonable
-from gradlog.recorder.naming import validate_name
 from gradlog.recorder.recorder import MAX_SCALAR_NAME, Recorder, exit_status
 
 __all__ = ["GradlogCallback"]
@@ -91,23 +90,13 @@ class GradlogCallback(TrainerCallback):
         strict: bool = False,
         only_optimizer_params: bool = False,
     ) -> None:
-        if not isinstance(root, (str, os.PathLike)):
-            raise ConfigError(
-                f"root must be a path (str or os.PathLike), got {type(root).__name__}"
-            )
-        if config is not None and not isinstance(config, Mapping):
-            raise ConfigError(
-                f"config must be a mapping of hyperparameters or None, got {type(config).__name__}"
-            )
+        self.root, self.name, self.config = run_options(root, name, config)
         for what, flag in (("strict", strict), ("only_optimizer_params", only_optimizer_params)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"{what} must be True or False, got {flag!r}")
         schedules = {"grads": grads, "params": params, "updates": updates, "hists": hists}
         for what, value in schedules.items():
             sched.as_schedule(value, what)  # validated now, used when training starts
-        self.root = Path(root)
-        self.name = None if name is None else validate_name(name)
-        self.config: dict[str, Any] = dict(config or {})
         self.strict = strict
         self._recorder_kwargs: dict[str, Any] = {
             **schedules,
