@@ -297,7 +297,7 @@ def _analysis_config(config_file: Path | None, settings: tuple[str, ...]) -> Any
         if not sep:
             raise ConfigError(f"--set takes NAME=VALUE, got {item!r}")
         overrides[key.strip()] = value.strip()
-    return cfg.replace(**overrides) if overrides else cfg
+    return cfg.with_settings(overrides, source="--set", text=True) if overrides else cfg
 
 
 _CONFIG_OPTION = click.option(
