@@ -1,6 +1,8 @@
 """Current results for runs: a saved ``analysis.json`` is reused only when it is what an analysis
 would produce now (same gradlog version, same effective config, same parts read); otherwise the
-run is analysed again and its result saved. The report stage reads results only through here."""
+run is analysed again and its result saved. A saved file that is not exactly a valid result
+(corrupt, truncated, of another shape) is treated as absent: analysed again, never an error. The
+report stage reads results only through here."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from gradlog.analysis.batch import batch_result
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.executors import Executor
 from gradlog.analysis.pipeline import analyze, provenance, result_dir
-from gradlog.analysis.result import BatchResult, RunResult, load_result
+from gradlog.analysis.result import BatchResult, RunResult, read_result
 from gradlog.errors import GradlogError, RunNotFoundError
 from gradlog.rundir import discover, open_run
 
@@ -53,9 +55,9 @@ def current_results(
     found: dict[Path, RunResult] = {}
     stale: list[Path] = []
     for d in run_dirs:
-        saved = load_result(result_dir(d, out))
+        saved, why = read_result(result_dir(d, out))
         try:
-            reason = stale_reason(d, saved, cfg)
+            reason = why if saved is None else stale_reason(d, saved, cfg)
         except GradlogError:
             reason = "unreadable"
         if reason is None and saved is not None:

@@ -25,6 +25,83 @@ RESULT_FILE = "analysis.json"
 RESULT_VERSION = 2
 """Bumped when the shape of a saved result changes (older files are recomputed, not read)."""
 
+MAX_RESULT_BYTES = 64 << 20
+"""A saved result larger than this is not read (the analysis is run again): chart data is
+bounded by display buckets, so a real result is a few MiB even for a million-step run."""
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _differs(raw: Any, canon: Any, where: str) -> str | None:
+    """Where ``raw`` (as read) is not ``canon`` (the result it parsed to, written again), or None.
+    Numbers compare by value (1 == 1.0) but a bool is not a number; keys, lengths, types and
+    strings must match exactly."""
+    if isinstance(canon, bool) or isinstance(raw, bool) or canon is None or raw is None:
+        same = type(raw) is type(canon) and raw == canon
+    elif isinstance(canon, (int, float)):
+        same = isinstance(raw, (int, float)) and math.isfinite(raw) and raw == canon
+    elif isinstance(canon, str):
+        same = isinstance(raw, str) and raw == canon
+        if same:
+            canon.encode("utf-8")  # a lone surrogate (from a \\ud800 escape) cannot be written
+    elif isinstance(canon, (list, tuple)):
+        if not isinstance(raw, list) or len(raw) != len(canon):
+            return f"{where or 'the result'}: expected a list of {len(canon)}"
+        for i, (a, b) in enumerate(zip(raw, canon, strict=True)):
+            if (bad := _differs(a, b, f"{where}[{i}]")) is not None:
+                return bad
+        return None
+    elif isinstance(canon, dict):
+        if not isinstance(raw, dict) or raw.keys() != canon.keys():
+            extra = sorted(set(raw) - set(canon)) if isinstance(raw, dict) else []
+            missing = sorted(set(canon) - set(raw)) if isinstance(raw, dict) else []
+            detail = f" (unknown {extra[:3]}, missing {missing[:3]})" if extra or missing else ""
+            return f"{where or 'the result'}: not the expected object{detail}"
+        for k, b in canon.items():
+            if (bad := _differs(raw[k], b, f"{where}.{k}" if where else k)) is not None:
+                return bad
+        return None
+    else:
+        same = False
+    return None if same else f"{where or 'the result'} has the wrong type or value"
+
+
+def _check_shapes(c: RunCharts) -> None:
+    """The chart arrays a report indexes have matching sizes (CorruptRunError otherwise)."""
+    lines = [c.loss, c.grad_norm, c.preclip, c.loss_scale, *c.lrs.values(), *c.others.values()]
+    if c.fit is not None:
+        lines += [c.fit.fit, c.fit.projection]
+    if c.ratios is not None:
+        lines += c.ratios.lines.values()
+    for line in lines:
+        if line is not None and len(line.x) != len(line.y):
+            raise CorruptRunError("a chart line has x and y of different lengths")
+    if c.flow is not None:
+        f = c.flow
+        cols = len(f.bucket_starts)
+        if len(f.norms) != len(f.tensors) or any(len(r) != cols for r in f.norms):
+            raise CorruptRunError("gradient flow: norms are not tensors x buckets")
+        if any(not (0 <= r < len(f.tensors) and 0 <= b < cols) for r, b in f.nonfinite):
+            raise CorruptRunError("gradient flow: a NaN/Inf cell is outside the grid")
+    if c.hist is not None:
+        h = c.hist
+        k = len(h.exponents)
+        if k and h.exponents != list(range(h.exponents[0], h.exponents[0] + k)):
+            raise CorruptRunError("exponent histogram: exponents are not consecutive")
+        if len(h.counts) != len(h.steps) or len(h.totals) != len(h.steps):
+            raise CorruptRunError("exponent histogram: counts are not columns x exponents")
+        if not len(h.tensor_counts) == len(h.tensor_totals) == len(h.tensors):
+            raise CorruptRunError("exponent histogram: per-tensor counts do not match tensors")
+        if any(len(r) != k for r in [*h.counts, *h.tensor_counts]):
+            raise CorruptRunError("exponent histogram: a column has the wrong number of counts")
+
 
 def _json_safe(value: Any) -> Any:
     """Non-finite floats become strings so that the result is strict JSON."""
@@ -172,27 +249,47 @@ class RunResult:
         return out
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> RunResult:
+    def from_json(cls, d: Any) -> RunResult:
+        """The result ``d`` holds, exactly: every field of the declared type, no key missing or
+        unknown, no NaN where a number is due, the chart arrays of consistent shapes; anything
+        else raises CorruptRunError naming the first field that differs."""
+        if not isinstance(d, dict):
+            raise CorruptRunError("not a gradlog run result: not a JSON object")
         try:
             conv, charts = d.get("convergence"), d.get("charts")
-            return cls(
+            result = cls(
                 run_id=str(d["run_id"]),
-                name=str(d.get("name", "")),
-                path=str(d.get("path", "")),
-                status=str(d.get("status", "")),
-                steps=int(d.get("steps", 0)),
-                partial=bool(d.get("partial", False)),
-                problems=[str(p) for p in d.get("problems", [])],
-                findings=[Finding.from_json(f) for f in d.get("findings", [])],
+                name=str(d["name"]),
+                path=str(d["path"]),
+                status=str(d["status"]),
+                steps=int(d["steps"]),
+                partial=bool(d["partial"]),
+                problems=[str(p) for p in d["problems"]],
+                findings=[Finding.from_json(f) for f in d["findings"]],
                 convergence=Convergence.from_json(_unsafe(conv)) if conv else None,
-                config=dict(d.get("config") or {}),
-                summary=RunSummary.from_json(d.get("summary")),
+                config=dict(d["config"]),
+                summary=RunSummary.from_json(d["summary"]),
                 charts=RunCharts.from_json(charts) if charts else None,
-                provenance=Provenance.from_json(d.get("provenance")),
-                meta=dict(d.get("meta") or {}),
+                provenance=Provenance.from_json(d["provenance"]),
+                meta=dict(d["meta"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CorruptRunError(f"not a gradlog run result: {exc}") from exc
+            if result.charts is not None:
+                _check_shapes(result.charts)
+            where = _differs(d, result.to_json(), "")
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            ArithmeticError,
+            IndexError,
+            RecursionError,
+            CorruptRunError,
+        ) as exc:
+            raise CorruptRunError(f"not a gradlog run result: {_why(exc)}") from exc
+        if where is not None:
+            raise CorruptRunError(f"not a gradlog run result: {where}")
+        return result
 
     def save(self, run_dir: Path) -> None:
         """Write ``analysis.json`` next to the run (atomically)."""
@@ -200,13 +297,25 @@ class RunResult:
         write_atomic(run_dir / RESULT_FILE, text)
 
 
-def load_result(run_dir: Path) -> RunResult | None:
-    """The run's saved result, or None when there is none or it cannot be read."""
+def read_result(run_dir: Path) -> tuple[RunResult | None, str]:
+    """The run's saved result, or None and why it cannot be used: there is none, it cannot be
+    read (not UTF-8, not JSON, nested too deep, too large) or it is not exactly a valid result
+    (:meth:`RunResult.from_json`)."""
     path = run_dir / RESULT_FILE
     try:
-        return RunResult.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, RecursionError, CorruptRunError):
-        return None
+        if path.stat().st_size > MAX_RESULT_BYTES:
+            return None, f"saved analysis is over {MAX_RESULT_BYTES >> 20} MiB"
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+        return RunResult.from_json(data), ""
+    except FileNotFoundError:
+        return None, "no saved analysis"
+    except (OSError, ValueError, RecursionError, MemoryError, CorruptRunError) as exc:
+        return None, f"saved analysis unusable: {_why(exc)}"
+
+
+def load_result(run_dir: Path) -> RunResult | None:
+    """The run's saved result, or None when there is none or it is not exactly a valid one."""
+    return read_result(run_dir)[0]
 
 
 @dataclass(frozen=True)
