@@ -1,4 +1,6 @@
-"""The ``gradlog`` command. User mistakes become one clean line on stderr (exit 2), here only.
+"""The ``gradlog`` command. User mistakes become one clean line on stderr (exit 2), here only;
+click's own usage errors too. Text from run data passes through ``safe_text`` before it is
+printed.
 
 Exit codes, the same for every command (docs/CLI.md): 0 clean; 1 a finding at or above
 ``--fail-on``; 2 usage error (bad option, a path that does not exist or holds no run, a
@@ -21,6 +23,7 @@ from gradlog import requirements
 from gradlog._version import __version__
 from gradlog.errors import ConfigError, GradlogError, RunNotFoundError
 from gradlog.rundir import Run, discover, open_run
+from gradlog.terminal import safe_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,13 +41,57 @@ def _clean_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except GradlogError as exc:
-            click.echo(f"gradlog: error: {exc}", err=True)
+            click.echo(f"gradlog: error: {safe_text(str(exc))}", err=True)
             sys.exit(EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsageError(click.UsageError):
+    """A click usage error shown as ``gradlog: error: ...; see gradlog CMD -h`` on one line."""
+
+    def __init__(self, exc: click.UsageError) -> None:
+        super().__init__(exc.message, exc.ctx)
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        command = exc.ctx.command_path if exc.ctx is not None else "gradlog"
+        self.line = f"gradlog: error: {safe_text(message)}; see {safe_text(command)} -h"
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.line, file=file, err=True)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    """``exc`` as a one-line error (a request for help, such as a bare ``gradlog``, stays)."""
+    if isinstance(exc, _OneLineUsageError) or type(exc).__name__ == "NoArgsIsHelpError":
+        return exc
+    return _OneLineUsageError(exc)
+
+
+class _Gradlog(click.Group):
+    """The command group; a usage error of it or of any subcommand (a bad option value, an
+    unknown option, a missing argument) is one line on stderr with exit 2 (click's is a usage
+    block of three lines)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+
+@click.group("gradlog", cls=_Gradlog, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="gradlog")
 def main() -> None:
     """Record, analyze and report the gradients of PyTorch training runs.
@@ -133,9 +180,10 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _printable(text: str, limit: int = 40) -> str:
-    """A one-line, control-character-free rendering of a user string for the terminal."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text)
+def _printable(text: object, limit: int = 40) -> str:
+    """A one-line rendering of a string from run data for the terminal: control characters
+    escaped (``safe_text``), cut to ``limit`` characters."""
+    clean = safe_text(str(text))
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
@@ -173,7 +221,7 @@ _ALLOW_OPTION = click.option(
 
 
 @main.command("ls")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, readable=False))
 @_selection
 @_format_option(("text", "json"))
 @_ALLOW_OPTION
@@ -204,7 +252,7 @@ def ls_command(
                 _printable(_directory_text(i.path), 60),
                 _printable(i.run_id),
                 _printable(i.name),
-                i.status,
+                _printable(i.status),
                 str(i.steps),
                 str(len(i.catalogue)),
                 _human_bytes(i.size_bytes),
@@ -216,12 +264,13 @@ def ls_command(
     if quiet < 2 and verbose:
         for i in infos:
             for prob in i.problems:
-                click.echo(f"warning: {_directory_text(i.path)}: {_printable(prob, 300)}", err=True)
+                where = _printable(_directory_text(i.path), 200)
+                click.echo(f"warning: {where}: {_printable(prob, 300)}", err=True)
     _broken_exit(broken, allow_incomplete, quiet)
 
 
 @main.command("show")
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("run", type=click.Path(path_type=Path, readable=False))
 @_format_option(("text", "json"))
 @_ALLOW_OPTION
 @_clean_errors
@@ -246,13 +295,13 @@ def show_command(run: Path, fmt: str, as_json: bool, allow_incomplete: bool) -> 
         return
     meta = info.meta
     summary = info.summary()
-    versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
-    schedules = ", ".join(f"{k}={v}" for k, v in meta.get("schedules", {}).items())
+    versions = ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
+    schedules = ", ".join(f"{k}={v}" for k, v in (meta.get("schedules") or {}).items())
     lines = [
         f"run        {_printable(info.run_id, 200)}",
         f"directory  {_printable(_directory_text(info.path), 200)}",
         f"name       {_printable(info.name, 200)}",
-        f"status     {info.status}",
+        f"status     {_printable(info.status, 80)}",
         f"steps      {info.steps}",
         f"tensors    {summary['tensors']}",
         f"size       {_human_bytes(summary['size_bytes'])} in {summary['parts']} parts",
@@ -368,7 +417,9 @@ def _summary_line(
 
 
 def _github_escape(text: str, *, prop: bool = False) -> str:
-    out = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """``text`` for a workflow command: control characters escaped (``safe_text``), then ``%``,
+    CR and LF (and in a property ``:`` and ``,``) as GitHub's rules ask."""
+    out = safe_text(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     return out.replace(":", "%3A").replace(",", "%2C") if prop else out
 
 
@@ -426,7 +477,7 @@ def _executor_options(fn: F) -> F:
 
 
 @main.command("analyze")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @_selection
 @_format_option(("text", "json", "github"))
 @click.option(
@@ -494,7 +545,8 @@ def analyze_command(
     if quiet < 2:
         for run, b in zip(result.runs, broken, strict=True):
             if b is not None:
-                click.echo(f"gradlog: broken run {run.run_id}: {_printable(b, 300)}", err=True)
+                who = _printable(run.run_id, 200)
+                click.echo(f"gradlog: broken run {who}: {_printable(b, 300)}", err=True)
         click.echo(_summary_line(result, broken, counts, code, why), err=fmt != "text")
     sys.exit(code)
 
@@ -505,7 +557,10 @@ def analysis_text(result: Any, verbose: int = 0) -> str:
 
     lines: list[str] = []
     for run in result.runs:
-        head = f"{run.run_id}  {_printable(run.name)}  {run.status}  {run.steps} steps"
+        head = (
+            f"{_printable(run.run_id, 200)}  {_printable(run.name)}  {_printable(run.status, 80)}"
+            f"  {run.steps} steps"
+        )
         lines.append(head + ("  (partial)" if run.partial else ""))
         if verbose:
             lines.append(f"  path: {_printable(run.path, 200)}")
@@ -534,12 +589,12 @@ def analysis_text(result: Any, verbose: int = 0) -> str:
     if len(result.ranking) > 1:
         lines.append("ranking (projected loss, lower is better):")
         for i, r in enumerate(result.ranking, 1):
-            lines.append(f"  {i}. {r.run_id}  {r.outcome:.4g}")
+            lines.append(f"  {i}. {_printable(r.run_id, 200)}  {r.outcome:.4g}")
     return "\n".join(lines).rstrip()
 
 
 @main.command("report")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @_selection
 @click.option(
     "-o",
@@ -609,14 +664,15 @@ def report_command(
     if quiet == 0:
         if verbose:
             click.echo(f"analysed {len(analysed)} of {len(runs)} runs; reused the others")
-        click.echo(str(out))
+        click.echo(safe_text(str(out)))
     if quiet < 2:
         for run, b in zip(result.runs, broken, strict=True):
             if b is not None:
-                click.echo(f"gradlog: broken run {run.run_id}: {_printable(b, 300)}", err=True)
+                who = _printable(run.run_id, 200)
+                click.echo(f"gradlog: broken run {who}: {_printable(b, 300)}", err=True)
         click.echo(_summary_line(result, broken, counts, code, why), err=True)
     sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(prog_name="gradlog")
