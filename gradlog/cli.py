@@ -164,6 +164,12 @@ def _format_option(choices: tuple[str, ...]) -> Callable[[F], F]:
     return deco
 
 
+def _json_text(doc: Any) -> str:
+    """A JSON document for stdout: ASCII (control characters, and the lone surrogates that stand
+    for undecodable bytes of a file name, as escapes: printable anywhere), NaN refused."""
+    return json.dumps(doc, indent=1, allow_nan=False, ensure_ascii=True)
+
+
 def _human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
@@ -245,7 +251,7 @@ def ls_command(
     infos: list[Run] = [open_run(p) for p in _select_runs(paths, include, exclude)]
     broken = [f"{_directory_text(i.path)}: {b}" for i in infos if (b := i.broken)]
     if as_json or fmt == "json":
-        click.echo(json.dumps(ls_json(infos), indent=1, allow_nan=False))
+        click.echo(_json_text(ls_json(infos)))
     elif quiet == 0:
         rows = [
             [
@@ -287,7 +293,7 @@ def show_command(run: Path, fmt: str, as_json: bool, allow_incomplete: bool) -> 
             )
     info = open_run(run)
     if as_json or fmt == "json":
-        click.echo(json.dumps(show_json(info), indent=1, allow_nan=False))
+        click.echo(_json_text(show_json(info)))
         _broken_exit([info.broken] if info.broken else [], allow_incomplete, 0)
         return
     if not info.readable:
@@ -535,7 +541,7 @@ def analyze_command(
     broken, counts, code, why = _verdict(result, fail_on, allow_incomplete)
     if fmt == "json":
         doc = analysis_json(result, broken, counts, code, why)
-        click.echo(json.dumps(doc, indent=1, allow_nan=False))
+        click.echo(_json_text(doc))
     elif fmt == "github":
         text = github_annotations(result, broken)
         if text:
