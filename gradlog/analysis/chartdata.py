@@ -181,9 +181,9 @@ def _merged_stat_parts(src: RunSource, names: Names) -> Iterator[dict[int, StatR
     """Multi-rank runs: the ``tensors`` rows merged over ranks (the algebra's rule), window of
     steps by window (:func:`step_windows`: memory follows a window, not the run), by step."""
     for w in step_windows(src):
-        lf = pl.scan_parquet(w.parts, hive_partitioning=True).with_columns(
-            pl.col("kind").cast(pl.String), pl.col("tensor").cast(pl.String)
-        )
+        lf = src.scan("tensors", only=w.parts)  # without rows a later part recorded again
+        if lf is None:
+            continue
         kinds = w.rows(lf).filter(pl.col("kind").is_in(["grad", "param", "update"]))
         merged = (
             algebra.merge_ranks(kinds, src.layout)
@@ -236,7 +236,7 @@ def tensor_views(src: RunSource, max_buckets: int = 600, ratio_buckets: int = 20
     env = EnvelopeGrid(StepBuckets.spanning(first, last, ratio_buckets))
 
     def one(path: Path) -> tuple[Partial | None, Partial | None, StatRows | None, StatRows | None]:
-        rows = read_stat_part(path, names)
+        rows = read_stat_part(path, names, src.superseded.get(path))
         return _reduce_part(rows, grid, env) if rows else (None, None, None, None)
 
     parts = (
@@ -299,7 +299,7 @@ def exponent_histogram(src: RunSource, max_columns: int = 300) -> ExpHistogram |
     per_tensor = SumGrid(StepBuckets.spanning(first, last, 1), HIST_BINS)
 
     def one(path: Path) -> tuple[Partial, Partial, int] | None:
-        rows = read_hist_part(path, names)
+        rows = read_hist_part(path, names, src.superseded.get(path))
         if rows is None:
             return None
         every = np.zeros(len(rows.step), dtype=np.int64)  # one row: all tensors together

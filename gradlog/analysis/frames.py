@@ -153,7 +153,8 @@ def _safe_collect(
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # polars errors and Rust panics alike must not escape
-            bad = [(p, r) for p in list(run.parts[table]) if (r := verify_part(p)) is not None]
+            parts = list(run.parts[table])
+            bad = [(p, r) for p in parts if (r := verify_part(p, table)) is not None]
             for part, reason in bad:
                 run.drop_part(table, part, reason)
             if not bad:

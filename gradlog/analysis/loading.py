@@ -1,23 +1,33 @@
 """A run for the analysis: the opened run directory (:mod:`gradlog.rundir`), its catalogue as a
 polars frame, and lazy polars scans over its usable parts.
 
-Parts were checked against ``gradlog/schema.py`` when the run was opened; a part whose data turns
-out corrupt while it is scanned is left out here and named in ``RunData.problems``. Nothing is
-unpickled.
+Parts' footers were checked against ``gradlog/schema.py`` when the run was opened. Before the
+analysis uses a part, :func:`from_run` reads it once whole with pyarrow, verifying its page
+checksums and its values (:func:`check_part`); a part that fails is left out and named in
+``RunData.problems``. Steps recorded by more than one part of a table and rank (a resumed run)
+are resolved here too: the later part's rows win (:func:`superseded_rows`), and every reader
+drops the earlier rows through ``RunData.superseded``. Nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gradlog.rundir import Layout, Run, open_run
-from gradlog.schema import TABLES
+from gradlog.schema import PART_PREFIX, PART_SUFFIX, TABLES, Table, arrow_schema
 
 _CATALOGUE_SCHEMA: dict[str, Any] = {
     "tensor": pl.Categorical,  # as in the frames, so that they join
@@ -41,7 +51,12 @@ class RunData:
     catalogue: pl.DataFrame
     parts: dict[str, list[Path]]
     step_ranges: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    """(first, last) step of each part, from its footer statistics where it has them."""
+    """(first, last) step of each part (its footer statistics, checked against its data)."""
+    superseded: dict[Path, npt.NDArray[np.int64]] = field(default_factory=dict)
+    """Rows (positions in the part, ascending) that a later part of the same table and rank
+    recorded again: the later rows win, these are left out by every reader."""
+    part_rows: dict[Path, int] = field(default_factory=dict)
+    """Rows of each part, from its footer."""
 
     @property
     def path(self) -> Path:
@@ -61,8 +76,13 @@ class RunData:
 
     @property
     def rows(self) -> dict[str, int]:
-        """Rows of each table over its usable parts, from the footers."""
-        return {t: self.run.rows(t) for t in TABLES}
+        """Rows of each table over its usable parts (from the footers), less superseded rows."""
+        out = {}
+        for t in TABLES:
+            files = self.parts.get(t, [])
+            total = sum(self.part_rows.get(f, 0) for f in files)
+            out[t] = total - sum(len(self.superseded.get(f, ())) for f in files)
+        return out
 
     @property
     def run_id(self) -> str:
@@ -97,18 +117,37 @@ class RunData:
             return None
         schema = TABLES[table]
         cats = [c.name for c in schema.columns if c.type == "dict"]
-        lf = pl.scan_parquet(
-            [str(f) for f in files],
-            hive_partitioning=True,
-            hive_schema={"rank": pl.Int64},
-        )
+        if not any(f in self.superseded for f in files):
+            lf = _scan(files)
+        else:  # parts with superseded rows are scanned alone, without those rows
+            pieces: list[pl.LazyFrame] = []
+            plain: list[Path] = []
+            for f in files:
+                drop = self.superseded.get(f)
+                if drop is None:
+                    plain.append(f)
+                    continue
+                if plain:
+                    pieces.append(_scan(plain))
+                    plain = []
+                rows = pl.Series(drop, dtype=pl.Int64).implode()
+                pieces.append(
+                    _scan([f])
+                    .with_row_index("_row")
+                    .filter(~pl.col("_row").cast(pl.Int64).is_in(rows))
+                    .drop("_row")
+                )
+            if plain:
+                pieces.append(_scan(plain))
+            lf = pl.concat(pieces, how="vertical")
         return lf.with_columns([pl.col(c).cast(pl.String) for c in cats]) if strings else lf
 
     def parts_in_step_order(self, table: str) -> bool:
         """Whether ``table``'s parts are all of one rank and follow each other in step order.
 
         Rows inside a part are sorted by the table's sort key (docs/FORMAT.md), so the parts'
-        concatenation is then in step order within every (kind, tensor) series.
+        concatenation is then in step order within every (kind, tensor) series. Parts whose
+        steps overlap (a resumed run) are not: the caller checks or sorts the rows.
         """
         files = self.parts.get(table, [])
         if len({f.parent.name for f in files}) > 1:
@@ -128,6 +167,12 @@ class RunData:
             self.problems.append(f"unreadable part {_rel(part, self.path)}: {reason}")
 
 
+def _scan(files: Sequence[Path]) -> pl.LazyFrame:
+    return pl.scan_parquet(
+        [str(f) for f in files], hive_partitioning=True, hive_schema={"rank": pl.Int64}
+    )
+
+
 def _rel(part: Path, run_dir: Path) -> str:
     try:
         return str(part.relative_to(run_dir))
@@ -135,13 +180,254 @@ def _rel(part: Path, run_dir: Path) -> str:
         return str(part)
 
 
-def verify_part(part: Path) -> str | None:
-    """Read the whole part (only after a scan failed) to find out whether its data is intact."""
+def _same_type(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a column read as ``got`` holds the declared ``want`` (a dictionary-encoded string
+    may come back plain from another writer)."""
+    if got == want:
+        return True
+
+    def text(t: pa.DataType) -> bool:
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+    return text(got) and text(want)
+
+
+@dataclass(frozen=True)
+class PartCheck:
+    """What reading a whole part found: why it cannot be used (None: it can), and its
+    (first, last) step when it holds rows."""
+
+    problem: str | None
+    steps: tuple[int, int] | None = None
+
+
+def check_part(part: Path, table: Table) -> PartCheck:
+    """Read ``part`` whole with pyarrow, verifying every page's CRC32 (the writer stores them),
+    then its values: every column of the declared type, no nulls in a non-nullable column,
+    steps non-negative and equal to the footer's min/max statistics of each row group (the
+    readers trust those to order and window parts); and the footer's schema as polars parses it
+    (:func:`_polars_footer`). What this leaves uncovered: docs/FORMAT.md, "Integrity"."""
     try:
-        pq.read_table(part)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc)[:200]}"
+        pf = pq.ParquetFile(part, page_checksum_verification=True)
+        footer = pf.metadata
+        step_col = footer.schema.names.index("step")
+        lo: int | None = None
+        hi: int | None = None
+        for i in range(footer.num_row_groups):
+            data = pf.read_row_group(i, use_threads=False)
+            problem = _check_values(data, table)
+            if problem is not None:
+                return PartCheck(problem)
+            if data.num_rows != footer.row_group(i).num_rows:
+                return PartCheck(
+                    f"row group {i} holds {data.num_rows} rows, its footer says "
+                    f"{footer.row_group(i).num_rows}"
+                )
+            if not data.num_rows:
+                continue
+            mm = pc.min_max(data.column("step"))
+            a, b = int(mm["min"].as_py()), int(mm["max"].as_py())
+            stats = footer.row_group(i).column(step_col).statistics
+            if stats is not None and stats.has_min_max and (stats.min, stats.max) != (a, b):
+                return PartCheck(
+                    f"row group {i} holds steps {a}..{b}, its footer statistics say "
+                    f"{stats.min}..{stats.max}"
+                )
+            lo, hi = (a, b) if lo is None or hi is None else (min(lo, a), max(hi, b))
+        problem = _polars_footer(part, table)  # polars parses the footer itself: it must agree
+        if problem is not None:
+            return PartCheck(problem)
+    except Exception as exc:  # checksum mismatch, undecodable page, bad thrift: all the same
+        return PartCheck(f"{type(exc).__name__}: {str(exc)[:200]}")
+    return PartCheck(None, None if lo is None or hi is None else (lo, hi))
+
+
+def _polars_type(t: pl.DataType) -> str:
+    return "text" if isinstance(t, (pl.String, pl.Categorical, pl.Enum)) else str(t)
+
+
+@functools.cache
+def _polars_schema(table: str) -> pl.Schema:
+    return pl.DataFrame(arrow_schema(TABLES[table]).empty_table()).schema
+
+
+def _polars_footer(part: Path, table: Table) -> str | None:
+    """Why polars, which parses the footer's own schema (pyarrow prefers the ``ARROW:schema``
+    copy), would read ``part`` other than declared; None when it agrees."""
+    want = _polars_schema(table.name)
+    got = pl.read_parquet_schema(part)
+    for name, dtype in want.items():
+        have = got.get(name)
+        if have is None:
+            return f"polars reads no column {name}"
+        if _polars_type(have) != _polars_type(dtype):
+            return f"polars reads column {name} as {have}, not {dtype}"
     return None
+
+
+def _check_values(data: pa.Table, table: Table) -> str | None:
+    for f in arrow_schema(table):
+        got = data.schema.field(f.name).type
+        if not _same_type(got, f.type):
+            return f"column {f.name} is {got}, not {f.type}"
+        if not f.nullable and data.column(f.name).null_count:
+            return f"column {f.name} holds nulls"
+    step = data.column("step")
+    if len(step) and pc.min(step).as_py() < 0:
+        return "column step holds negative steps"
+    return None
+
+
+def verify_part(part: Path, table: str) -> str | None:
+    """Why ``part`` of ``table`` cannot be used (see :func:`check_part`), or None."""
+    return check_part(part, TABLES[table]).problem
+
+
+def check_parts(run: RunData) -> None:
+    """Verify every usable part of ``run`` once (:func:`check_part`, a few parts at a time on
+    reader threads: pyarrow releases the GIL), leaving out and naming those that fail and
+    recording the step range of those whose footer has none."""
+    todo = [(t, p) for t in TABLES for p in run.parts.get(t, [])]
+    if not todo:
+        return
+    workers = max(1, min(4, os.cpu_count() or 1, len(todo)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gradlog-check") as pool:
+        checks = list(pool.map(lambda tp: check_part(tp[1], TABLES[tp[0]]), todo))
+    for (table, part), check in zip(todo, checks, strict=True):
+        if check.problem is not None:
+            run.drop_part(table, part, check.problem)
+            run.step_ranges.pop(part, None)
+        elif check.steps is not None:
+            run.step_ranges[part] = check.steps
+
+
+_KEYS: dict[str, tuple[str, ...]] = {
+    "tensors": ("step", "tensor", "kind"),
+    "hists": ("step", "tensor", "kind"),
+    "steps": ("step",),
+    "scalars": ("step", "name"),
+}
+"""What one row of each table stands for: a later part's row replaces an earlier one's."""
+
+
+def _part_index(part: Path) -> int:
+    text = part.name.removeprefix(PART_PREFIX).removesuffix(PART_SUFFIX)
+    return int(text) if text.isdigit() else -1
+
+
+def _overlapping(parts: list[Path], ranges: dict[Path, tuple[int, int]]) -> list[Path]:
+    """The parts whose step range overlaps another's (in ``parts``' order)."""
+    spans = sorted((ranges[p][0], ranges[p][1], i) for i, p in enumerate(parts) if p in ranges)
+    hit: set[int] = set()
+    reach, owner = -1, -1
+    for a, b, i in spans:
+        if owner >= 0 and a <= reach:
+            hit.update((i, owner))
+        if b > reach:
+            reach, owner = b, i
+    return [p for i, p in enumerate(parts) if i in hit]
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Rows of one table recorded again by a later part: per earlier part, the positions of
+    its replaced rows; the steps concerned; every part involved; the most copies of a row."""
+
+    rows: dict[Path, npt.NDArray[np.int64]]
+    steps: list[int]
+    parts: list[Path]
+    copies: int
+
+
+def superseded_rows(
+    table: str, parts: Sequence[Path], ranges: dict[Path, tuple[int, int]]
+) -> Repeats | None:
+    """The rows of ``table`` that a later part of the same rank recorded again (same step and
+    key, :data:`_KEYS`): the last writer wins. Parts are numbered in write order (a resumed
+    process continues the numbers), so the later part is the one with the higher index. Only
+    parts whose step ranges overlap are read (their key columns); None when nothing repeats."""
+    keys = list(_KEYS[table])
+    by_rank: dict[str, list[Path]] = {}
+    for p in parts:
+        by_rank.setdefault(p.parent.name, []).append(p)
+    rows: dict[Path, npt.NDArray[np.int64]] = {}
+    steps: set[int] = set()
+    involved: set[Path] = set()
+    copies = 1
+    for group in by_rank.values():
+        cands = sorted(_overlapping(group, ranges), key=_part_index)
+        if len(cands) < 2:
+            continue
+        frames = [
+            pl.read_parquet(p, columns=keys)
+            .with_columns(pl.col(c).cast(pl.String) for c in keys if c != "step")
+            .with_row_index("_row")
+            .with_columns(pl.lit(i, pl.Int64).alias("_part"))
+            for i, p in enumerate(cands)
+        ]
+        rows_all = pl.concat(frames).with_columns(
+            pl.col("_part").max().over(keys).alias("_last"),
+            pl.len().over(keys).alias("_n"),
+        )
+        lost = rows_all.filter(pl.col("_part") < pl.col("_last"))
+        if lost.is_empty():
+            continue
+        copies = max(copies, int(lost.select(pl.col("_n").max()).item()))
+        steps.update(lost["step"].unique().to_list())
+        for (i,), sub in lost.group_by("_part"):
+            rows[cands[int(i)]] = np.sort(sub["_row"].to_numpy().astype(np.int64))
+        for i in set(lost["_part"].to_list()) | set(lost["_last"].to_list()):
+            involved.add(cands[int(i)])
+    if not rows:
+        return None
+    order = {p: i for i, p in enumerate(parts)}
+    return Repeats(rows, sorted(steps), sorted(involved, key=order.__getitem__), copies)
+
+
+def _spans(steps: list[int], most: int = 5) -> str:
+    """Sorted steps as ranges: '10-19, 25, 30-31' (the first ``most`` ranges)."""
+    spans: list[tuple[int, int]] = []
+    for s in steps:
+        if spans and s == spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], s)
+        else:
+            spans.append((s, s))
+    text = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans[:most])
+    return text + (f" and {len(spans) - most} more ranges" if len(spans) > most else "")
+
+
+def repeat_problem(table: str, repeats: Repeats, base: Path, most: int = 6) -> str:
+    """The problem naming ``table``'s repeated steps and the parts that hold them."""
+    names = [p.relative_to(base).as_posix() for p in repeats.parts]
+    listed = ", ".join(names[:most]) + (
+        f" and {len(names) - most} more" if len(names) > most else ""
+    )
+    times = "twice" if repeats.copies <= 2 else f"up to {repeats.copies} times"
+    word = "step" if len(repeats.steps) == 1 else "steps"
+    return (
+        f"{word} {_spans(repeats.steps)} of table {table} recorded {times} ({listed}); "
+        "the later part's rows are used"
+    )
+
+
+def resolve_repeats(run: RunData) -> None:
+    """Find the rows of every table that a later part recorded again, leave them out of every
+    reader (``run.superseded``) and name them in ``run.problems`` once per table."""
+    for table in TABLES:
+        try:
+            found = superseded_rows(table, run.parts.get(table, []), run.step_ranges)
+        except Exception as exc:  # parts were verified; still, never abort the run for this
+            run.problems.append(
+                f"table {table}: repeated steps could not be resolved: {type(exc).__name__}: "
+                f"{exc!s:.200}"
+            )
+            continue
+        if found is None:
+            continue
+        run.superseded.update(found.rows)
+        run.problems.append(repeat_problem(table, found, run.path / table))
 
 
 def _catalogue(run: Run) -> pl.DataFrame:
@@ -166,13 +452,19 @@ def _catalogue(run: Run) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=_CATALOGUE_SCHEMA)
 
 
-def from_run(run: Run) -> RunData:
-    """The analysis's view of an opened run."""
+def from_run(run: Run, *, verify: bool = True) -> RunData:
+    """The analysis's view of an opened run: every part verified once (:func:`check_parts`,
+    unless ``verify`` is False) and repeated steps resolved (:func:`resolve_repeats`)."""
     parts = {t: run.files(t) for t in TABLES}
     ranges = {p.path: p.steps for ps in run.parts.values() for p in ps if p.steps is not None}
+    sizes = {p.path: p.rows for ps in run.parts.values() for p in ps}
     if run.status == "running":
         run.problems.append("run is still being written; analysed as far as it got")
-    return RunData(run, _catalogue(run), parts, ranges)
+    data = RunData(run, _catalogue(run), parts, ranges, part_rows=sizes)
+    if verify:
+        check_parts(data)
+    resolve_repeats(data)
+    return data
 
 
 def load_run(path: str | Path) -> RunData:

@@ -168,17 +168,29 @@ def stat_rows(table: pa.Table, names: Names) -> dict[int, StatRows]:
     return out
 
 
-def read_part(path: Path, columns: list[str]) -> pa.Table | None:
-    """``columns`` of one part, or None when the part cannot be read (the analysis reports it)."""
+def read_part(
+    path: Path, columns: list[str], drop: npt.NDArray[np.int64] | None = None
+) -> pa.Table | None:
+    """``columns`` of one part without the rows at positions ``drop`` (rows a later part
+    recorded again: ``RunData.superseded``), or None when the part cannot be read (the analysis
+    reports it)."""
     try:
-        return pq.read_table(path, columns=columns, use_threads=False)
+        table = pq.read_table(path, columns=columns, use_threads=False)
     except (OSError, pa.ArrowException):
         return None
+    if drop is not None and len(drop):
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[drop[drop < table.num_rows]] = False
+        table = table.filter(pa.array(keep))
+    return table
 
 
-def read_stat_part(path: Path, names: Names) -> dict[int, StatRows] | None:
-    """The ``tensors`` rows of one part, split by kind (None when unreadable or empty)."""
-    table = read_part(path, STAT_COLUMNS)
+def read_stat_part(
+    path: Path, names: Names, drop: npt.NDArray[np.int64] | None = None
+) -> dict[int, StatRows] | None:
+    """The ``tensors`` rows of one part (less the rows at ``drop``), split by kind (None when
+    unreadable or empty)."""
+    table = read_part(path, STAT_COLUMNS, drop)
     return stat_rows(table, names) if table is not None and table.num_rows else None
 
 
@@ -191,9 +203,12 @@ class HistRows:
     bins: npt.NDArray[np.int64]
 
 
-def read_hist_part(path: Path, names: Names) -> HistRows | None:
-    """The gradient histograms of one part (None when unreadable or without any)."""
-    table = read_part(path, ["step", "tensor", "kind", "bins"])
+def read_hist_part(
+    path: Path, names: Names, drop: npt.NDArray[np.int64] | None = None
+) -> HistRows | None:
+    """The gradient histograms of one part, less the rows at ``drop`` (None when unreadable or
+    without any)."""
+    table = read_part(path, ["step", "tensor", "kind", "bins"], drop)
     if table is None or not table.num_rows:
         return None
     grad = np.flatnonzero(kind_codes(table.column("kind")) == GRAD)

@@ -1,14 +1,25 @@
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from gradlog.analysis import load_run
+from gradlog.analysis.chartdata import tensor_views
+from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.frames import build_frames
+from gradlog.analysis.pipeline import analyze_run
 from gradlog.errors import RunNotFoundError
-from tests.analysis.synth import make_run
+from gradlog.schema import SCALARS, STEPS, TENSORS
+from tests.analysis.synth import make_run, write_table
 
 
 def _run(tmp_path: Path) -> Path:
@@ -29,7 +40,7 @@ def test_bad_parts_are_named_and_skipped(tmp_path: Path) -> None:
     assert "part-000001.parquet" in text
     assert "part-000002.parquet" in text
     assert "schema version 99" in text
-    assert "stray file tensors/rank=0/notes.txt" in text
+    assert "tensors/rank=0/notes.txt" in text  # a stray file, named
     assert data.parts["tensors"] == [d / "part-000000.parquet"]
     assert build_frames(data).grad.height == 60
 
@@ -51,3 +62,140 @@ def test_bit_flipped_data_page_is_dropped(tmp_path: Path) -> None:
 def test_missing_run() -> None:
     with pytest.raises(RunNotFoundError, match="does not exist"):
         load_run("/nonexistent/run")
+
+
+def _repeat_part(run: Path, first: int, last: int, scale: float) -> None:
+    """A later part (index 1) of every table recording steps first..last again, with norms
+    ``scale`` times larger and the loss negated."""
+    steps = list(range(first, last + 1))
+    n = len(steps)
+    rows: dict[str, list[Any]] = {c: [] for c in TENSORS.names if c != "run_id"}
+    for t in ("a", "b"):
+        for s in steps:
+            norm = scale * (1.0 + s)
+            for col, v in {
+                "step": s,
+                "tensor": t,
+                "kind": "grad",
+                "count": 100,
+                "sum": 0.0,
+                "sumsq": norm**2,
+                "min": 0.0,
+                "max": 0.0,
+                "absmax": 0.0,
+                "zeros": 0,
+                "nonfinite": 0,
+            }.items():
+                rows[col].append(v)
+    write_table(run, TENSORS, rows, index=1)
+    write_table(
+        run,
+        STEPS,
+        {
+            "step": steps,
+            "time": [float(s) for s in steps],
+            "grad_norm": [scale * (1.0 + s) * np.sqrt(2) for s in steps],
+            "grads_none": [0] * n,
+            "loss_scale": [None] * n,
+            "skipped": [None] * n,
+            "tensor_stats": [True] * n,
+        },
+        index=1,
+    )
+    write_table(run, SCALARS, {"step": steps, "name": ["loss"] * n, "value": [-1.0] * n}, index=1)
+
+
+def test_a_later_part_replaces_the_steps_it_records_again(tmp_path: Path) -> None:
+    norms = 1.0 + np.arange(20.0)
+    run = make_run(tmp_path, "r", {"a": norms, "b": norms}, loss=np.full(20, 2.0))
+    _repeat_part(run, 10, 14, 10.0)
+    data = load_run(run)
+    want = norms.copy()
+    want[10:15] *= 10.0
+    (problem,) = [p for p in data.problems if "table tensors" in p]
+    assert problem == (
+        "steps 10-14 of table tensors recorded twice (rank=0/part-000000.parquet, "
+        "rank=0/part-000001.parquet); the later part's rows are used"
+    )
+    assert sum("recorded twice" in p for p in data.problems) == 3  # tensors, steps, scalars
+    assert data.rows["tensors"] == 40
+    assert data.rows["steps"] == 20
+    f = build_frames(data)
+    for t in ("a", "b"):
+        g = f.grad.filter(pl.col("tensor") == t)
+        assert g["step"].to_list() == list(range(20))  # each step once, in order
+        np.testing.assert_allclose(g["norm"].to_numpy(), want, rtol=1e-6)
+    assert f.steps["step"].to_list() == list(range(20))
+    assert f.steps["n_ranks"].to_list() == [1] * 20  # not counted as two ranks
+    np.testing.assert_allclose(f.steps["grad_norm"].to_numpy(), want * np.sqrt(2), rtol=1e-6)
+    _, loss = f.loss("loss")
+    assert loss.tolist() == [2.0] * 10 + [-1.0] * 5 + [2.0] * 5
+    views = tensor_views(data)  # the chart data reads parts with pyarrow: the same rows
+    assert views.matrix is not None
+    np.testing.assert_allclose(views.matrix.norms[0][: len(want)], want, rtol=1e-6)
+
+
+def test_parts_that_only_share_a_boundary_step_are_not_repeats(tmp_path: Path) -> None:
+    """A step written across two parts (different tensors/kinds) repeats no row."""
+    run = make_run(tmp_path, "r", {"a": np.ones(5)}, param_norms={"a": np.ones(5)}, every=1)
+    d = run / "tensors" / "rank=0"
+    t = pq.read_table(d / "part-000000.parquet")
+    kinds = t.column("kind").cast(pa.string())
+    pq.write_table(t.filter(pc.equal(kinds, "grad")), d / "part-000000.parquet")
+    pq.write_table(t.filter(pc.equal(kinds, "param")), d / "part-000001.parquet")
+    data = load_run(run)
+    assert not data.superseded
+    assert not any("recorded" in p for p in data.problems)
+    f = build_frames(data)
+    assert f.grad.height == 5
+    assert f.param.height == 5
+
+
+_TRAIN = textwrap.dedent(
+    """
+    import sys, torch
+    from gradlog.recorder import Recorder
+    root, run_id, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    torch.manual_seed(first)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Recorder(model, opt, root=root, run_id=run_id, first_step=first, hists=2) as rec:
+        for _ in range(10):
+            opt.zero_grad()
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            loss.backward()
+            opt.step()
+            rec.log(loss=loss)
+    """
+)
+
+
+def test_a_run_resumed_from_an_earlier_step_is_analysed_once_per_step(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for first in ("0", "5"):  # two processes; the second resumes from a checkpoint at step 5
+        cmd = [sys.executable, "-c", _TRAIN, str(tmp_path), "job", first]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=300, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    run = tmp_path / "job"
+    raw = pl.read_parquet(run / "steps" / "*" / "*.parquet")
+    assert raw.height == 20  # both processes' rows are on disk
+    result = analyze_run(run, AnalysisConfig())
+    assert result.steps == 15
+    repeated = sorted(p.split(" recorded twice")[0] for p in result.problems if "twice" in p)
+    assert repeated == [
+        "steps 5-9 of table scalars",
+        "steps 5-9 of table steps",
+        "steps 5-9 of table tensors",
+        "steps 6, 8 of table hists",  # histograms every 2 steps
+    ]
+    frames = build_frames(load_run(run))
+    assert frames.steps["step"].to_list() == list(range(15))
+    assert frames.steps["n_ranks"].to_list() == [1] * 15
+    later = raw.filter(pl.col("step").is_between(5, 9)).sort("time").tail(5).sort("step")
+    got = frames.steps.filter(pl.col("step").is_between(5, 9))["grad_norm"].to_numpy()
+    np.testing.assert_allclose(got, later["grad_norm"].cast(pl.Float64).to_numpy(), rtol=1e-6)
+    g = frames.grad.group_by("tensor").agg(pl.col("step").n_unique(), pl.len())
+    assert g["step"].to_list() == [15] * g.height
+    assert g["len"].to_list() == [15] * g.height
