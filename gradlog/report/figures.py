@@ -1,7 +1,9 @@
 """Plotly figure definitions (plain ``{"data": [...], "layout": {...}}`` dicts) for the report.
 
-Figures are data handed to plotly.js; every user string in them goes through
-:func:`gradlog.report.filters.plot_text` because plotly renders a little HTML in labels.
+Figures are data handed to plotly.js; every string from data in them (tensor, run and scalar
+names, config keys, labels and model names from a saved result) goes through
+:func:`gradlog.report.filters.plot_text`, because plotly renders a little HTML in labels and
+fills ``%{...}`` in hover templates; the other strings here are this module's own.
 """
 
 from __future__ import annotations
@@ -455,7 +457,7 @@ def exponent_histogram(h: ExponentHistogram) -> Figure | None:
                 "yref": "y",
                 "x": 0.995,
                 "y": k - 0.5,
-                "text": f"{mark.label}{suffix if mark.format == 'fp16' else ''}",
+                "text": plot_text(mark.label, 60) + (suffix if mark.format == "fp16" else ""),
                 "showarrow": False,
                 "xanchor": "right",
                 "yanchor": "bottom",
@@ -589,7 +591,7 @@ def convergence(loss: Line, fit: FitCurve | None, conv: Convergence | None) -> F
                 "mode": "lines",
                 "x": fit.fit.x,
                 "y": fit.fit.y,
-                "name": f"fitted {fit.model} law",
+                "name": f"fitted {plot_text(fit.model, 30)} law",
                 "line": {"color": "#1565c0", "width": 2.5},
             }
         )

@@ -7,7 +7,6 @@ which returns JSON made safe to sit inside a ``<script type="application/json">`
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import math
 from typing import Any
@@ -27,6 +26,15 @@ _JSON_ESCAPES = {
     ord("&"): "\\u0026",
     0x2028: "\\u2028",
     0x2029: "\\u2029",
+}
+
+_PLOT_ESCAPES = {
+    ord("&"): "&amp;",
+    ord("<"): "&lt;",
+    ord(">"): "&gt;",
+    ord('"'): "&#34;",
+    ord("'"): "&#39;",
+    ord("%"): "&#37;",
 }
 
 
@@ -55,8 +63,15 @@ def short(value: Any, limit: int = 90) -> str:
 
 
 def plot_text(value: Any, limit: int = 60) -> str:
-    """A user string for plotly's labels, which read a little HTML: escaped and cut."""
-    return html.escape(clip_text(value, limit), quote=True)
+    """A string from data for any text plotly draws (titles, axis titles and ticks, legend names,
+    annotations, hover text and templates), cut to ``limit`` characters.
+
+    Plotly reads a little HTML in all of these (``<a href>``, ``<b>``, ``<br>``, ``<span
+    style>``) and interpolates ``%{...}`` in hover templates; it decodes entities only in the
+    plain text between tags, and knows few named ones (``&lt;``, ``&gt;``, ``&amp;``, numeric
+    ones; not ``&quot;``). So ``<``, ``>``, ``&``, quotes and ``%`` become entities it decodes:
+    the string is drawn as written, never as a link, a tag or a template field."""
+    return clip_text(value, limit).translate(_PLOT_ESCAPES)
 
 
 def num(value: Any, digits: int = 4) -> str:
@@ -86,8 +101,8 @@ def value(v: Any, limit: int = 120) -> str:
         return clip_text(v, limit)
     try:
         text = json.dumps(v, ensure_ascii=False, default=str, allow_nan=True)
-    except (TypeError, ValueError):
-        text = str(v)
+    except (TypeError, ValueError, RecursionError):
+        text = "(nested too deeply to show)"
     return clip_text(text, limit)
 
 

@@ -110,6 +110,31 @@ class RunReport:
     def config(self) -> dict[str, Any]:
         return self.result.config
 
+    def _meta_dict(self, key: str) -> dict[str, Any]:
+        value = self.meta.get(key)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def optimizer_class(self) -> Any:
+        """The optimizer's class name as meta.json says (any JSON value; shown as text)."""
+        return self._meta_dict("optimizer").get("class", "—")
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's param groups that are objects (anything else in meta.json is left out:
+        the page shows what it can, never fails on it)."""
+        groups = self._meta_dict("optimizer").get("param_groups")
+        return [g for g in groups if isinstance(g, dict)] if isinstance(groups, list) else []
+
+    @property
+    def versions(self) -> dict[str, Any]:
+        return self._meta_dict("versions")
+
+    @property
+    def tensor_count(self) -> int:
+        tensors = self.meta.get("tensors")
+        return len(tensors) if isinstance(tensors, list) else 0
+
     @property
     def convergence(self) -> Convergence | None:
         return self.result.convergence

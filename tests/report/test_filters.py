@@ -61,6 +61,9 @@ def test_value_renders_nested_and_non_finite() -> None:
 
 def test_plot_text_escapes_plotly_pseudo_html() -> None:
     assert filters.plot_text("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
+    assert filters.plot_text('<a href="u">\'%{x}&') == (
+        "&lt;a href=&#34;u&#34;&gt;&#39;&#37;{x}&amp;"
+    )
 
 
 def test_duration_and_step_range() -> None:
