@@ -73,8 +73,23 @@ def _differs(raw: Any, canon: Any, where: str) -> str | None:
     return None if same else f"{where or 'the result'} has the wrong type or value"
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _check_shapes(c: RunCharts) -> None:
-    """The chart arrays a report indexes have matching sizes (CorruptRunError otherwise)."""
+    """The chart data a report draws is finite (gaps are None) and the arrays it indexes have
+    matching sizes (CorruptRunError otherwise)."""
+    if not _finite(c.to_json()):
+        raise CorruptRunError("chart data holds NaN or infinity (a gap is null)")
+    if c.ratios is not None and not 0 < c.ratios.band[0] <= c.ratios.target <= c.ratios.band[1]:
+        raise CorruptRunError("update ratio chart: the band must be positive around the target")
     lines = [c.loss, c.grad_norm, c.preclip, c.loss_scale, *c.lrs.values(), *c.others.values()]
     if c.fit is not None:
         lines += [c.fit.fit, c.fit.projection]

@@ -134,6 +134,10 @@ def mark_shapes(marks: Sequence[Mark], span: float, xref: str = "x") -> list[dic
     return out
 
 
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
 def _positive(s: Line) -> bool:
     finite = s.finite_y()
     return bool(finite) and min(finite) > 0
@@ -386,7 +390,7 @@ def update_ratio(chart: RatioChart) -> Figure | None:
             "xref": "paper",
             "yref": "y",
             "x": 1,
-            "y": math.log10(target),
+            "y": math.log10(target) if target > 0 else 0,
             "text": f"≈{num(target)} rule of thumb",
             "showarrow": False,
             "xanchor": "right",
@@ -607,7 +611,7 @@ def convergence(loss: Line, fit: FitCurve | None, conv: Convergence | None) -> F
                 }
             )
     p, lo, hi = conv.projected_loss, conv.projected_low, conv.projected_high
-    if p is not None and lo is not None and hi is not None:
+    if p is not None and lo is not None and hi is not None and _finite(p, lo, hi):
         data.append(
             {
                 "type": "scatter",
@@ -748,7 +752,7 @@ def sweep(s: SweepChart) -> Figure:
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     best = s.suggested_value
-    if best is not None and math.isfinite(best):
+    if best is not None and _finite(best) and (best > 0 or not s.log_scale):
         shapes.append(
             {
                 "type": "line",

@@ -7,8 +7,9 @@ plain text, figures are plotly dicts.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gradlog.analysis.charts import Line
@@ -223,6 +224,19 @@ def _span(*lines: Line | None) -> float:
     return float(max(xs) - min(xs)) if xs else 1.0
 
 
+def _checked(chart: Chart) -> Chart:
+    """``chart`` if its figure is strict JSON (what the page embeds), else the chart without it,
+    saying why: one odd value costs one chart, never the page."""
+    if chart.figure is None:
+        return chart
+    try:
+        json.dumps(chart.figure, allow_nan=False)
+    except (ValueError, TypeError, RecursionError) as exc:
+        why = str(exc)[:120]
+        return replace(chart, figure=None, missing=f"This chart cannot be drawn ({why}).")
+    return chart
+
+
 def run_report(result: RunResult) -> RunReport:
     """The run page of ``result``."""
     ordered = sorted(result.findings, key=_sort_key)
@@ -317,7 +331,7 @@ def run_report(result: RunResult) -> RunReport:
     other = figures.other_scalars(c.others) if c else None
     if other:
         charts.append(Chart("scalars", "Other logged scalars", "", other))
-    return RunReport(result, findings, hints, charts)
+    return RunReport(result, findings, hints, [_checked(c) for c in charts])
 
 
 def varying_keys(configs: list[dict[str, Any]], limit: int = 6) -> list[str]:
@@ -377,7 +391,7 @@ def batch_charts(result: BatchResult) -> list[Chart]:
     for i, s in enumerate(result.sweeps):
         title = f"Sweep over {s.key[:40]}" + (f" ({s.fixed[:60]})" if s.fixed else "")
         charts.append(Chart(f"sweep-{i}", title, s.caption, figures.sweep(s)))
-    return charts
+    return [_checked(c) for c in charts]
 
 
 def batch_report(result: BatchResult, links: list[str], reports: list[RunReport]) -> BatchReport:

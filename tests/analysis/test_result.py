@@ -41,12 +41,21 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     """A run analysed once (with findings, a convergence fit and chart data) and its saved JSON."""
     root = tmp_path_factory.mktemp("good")
     loss = 2.0 * np.exp(-np.arange(N) / 40) + 0.1
-    run = make_run(root, "good", _norms(), loss=loss, hist_exp={"encoder.weight": -10})
+    ones = {t: np.ones(N) for t in _norms()}
+    run = make_run(
+        root,
+        "good",
+        _norms(),
+        loss=loss,
+        hist_exp={"encoder.weight": -10},
+        param_norms=ones,
+        update_norms={t: v * 1e-3 for t, v in ones.items()},
+    )
     analyze([run], save=True)
     doc = json.loads((run / RESULT_FILE).read_text(encoding="utf-8"))
     assert doc["findings"], "the fixture run must have findings to damage"
     assert doc["convergence"]
-    assert doc["charts"]
+    assert doc["charts"]["ratios"]
     return run, doc
 
 
@@ -130,6 +139,11 @@ CORRUPTIONS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "chart-hist-exponents-gap": _edit(
         lambda d: d["charts"]["hist"]["exponents"].__setitem__(0, -500)
     ),
+    "chart-line-inf": _set("charts.loss.y.0", "inf"),
+    "chart-hist-end-nan": _set("charts.hist.end", "nan"),
+    "chart-ratio-target-zero": _set("charts.ratios.target", 0.0),
+    "chart-ratio-band-reversed": _set("charts.ratios.band", [1.0, 1e-6]),
+    "finding-step-huge-int": _set("findings.0.step_start", 10**400),
     "lone-surrogate": lambda doc: json.dumps(doc).replace('"good"', '"\\ud800"', 1).encode(),
     "many-findings": lambda doc: json.dumps(
         {**doc, "findings": [doc["findings"][0]] * 10**6}

@@ -6,6 +6,7 @@ reaches the page, and no ``%{x}`` of theirs is filled in by a hover template."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -131,6 +132,26 @@ def test_figures_hold_no_markup_from_data(hostile_report: Path) -> None:
     assert "&lt;a href=&#34;https://evil.example/x&#34;&gt;click&lt;/a&gt;" in text
     assert "&#37;{x}" in text
     assert "alert(1)" in text  # as text, escaped around it
+
+
+def test_a_chart_that_is_not_strict_json_is_left_out(hostile_report: Path) -> None:
+    """Values the saved result may hold but a chart cannot (a non-finite projection) cost that
+    chart at most, never the page."""
+    from dataclasses import replace
+
+    from gradlog.report.model import Chart, _checked
+
+    result = load_result(hostile_report.parent.parent / "batch" / "run-0")
+    assert result is not None
+    assert result.convergence is not None
+    conv = replace(result.convergence, projected_loss=math.inf, projected_high=math.nan)
+    charts = run_report(replace(result, convergence=conv)).charts
+    drawn = next(c for c in charts if c.id == "convergence")
+    assert drawn.figure is not None
+    assert "projected loss (95% band)" not in json.dumps(drawn.figure)
+    bad = _checked(Chart("x", "X", "", {"data": [{"y": [math.nan]}], "layout": {}}))
+    assert bad.figure is None
+    assert bad.missing.startswith("This chart cannot be drawn")
 
 
 PAGE_JS = r"""
