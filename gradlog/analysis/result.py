@@ -118,6 +118,22 @@ def _check_shapes(c: RunCharts) -> None:
             raise CorruptRunError("exponent histogram: a column has the wrong number of counts")
 
 
+MAX_DEPTH = 32
+"""Values of a run's config and meta nested deeper than this are kept as a note: every later
+stage (saving, JSON output, the report) walks them recursively."""
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """``value`` with what lies below :data:`MAX_DEPTH` levels replaced by a short note."""
+    if isinstance(value, (dict, list, tuple)) and depth >= MAX_DEPTH:
+        return f"(nested deeper than {MAX_DEPTH} levels; not kept)"
+    if isinstance(value, dict):
+        return {k: _bounded(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_bounded(v, depth + 1) for v in value]
+    return value
+
+
 def _json_safe(value: Any) -> Any:
     """Non-finite floats become strings so that the result is strict JSON."""
     if isinstance(value, float):
@@ -225,6 +241,10 @@ class RunResult:
     provenance: Provenance = field(default_factory=Provenance)
     meta: dict[str, Any] = field(default_factory=dict)
     """The run's meta.json as read (validated), for the report's header and config tables."""
+
+    def __post_init__(self) -> None:
+        self.config = _bounded(self.config)
+        self.meta = _bounded(self.meta)
 
     @property
     def hints(self) -> list[Finding]:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.current import stale_reason
 from gradlog.analysis.pipeline import analyze
-from gradlog.analysis.result import RESULT_FILE, RunResult, load_result, read_result
+from gradlog.analysis.result import MAX_DEPTH, RESULT_FILE, RunResult, load_result, read_result
 from gradlog.errors import CorruptRunError
 from tests.analysis.synth import make_run
 
@@ -211,3 +212,19 @@ def test_report_recomputes_every_damaged_result(
         assert again is not None, case
         assert again.steps == doc["steps"], case
         assert len(again.findings) == len(doc["findings"]), case
+
+
+def test_deep_config_is_cut_and_saved(good: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """A config nested deeper than any walk of it can go is kept to MAX_DEPTH levels, so that
+    the result saves, loads and renders."""
+    _, doc = good
+    deep: Any = 1
+    for _ in range(5000):
+        deep = [deep]
+    result = replace(RunResult.from_json(doc), config={"deep": deep})
+    result.save(tmp_path)
+    again = load_result(tmp_path)
+    assert again is not None
+    text = json.dumps(again.config)
+    assert text.count("[") == MAX_DEPTH - 1
+    assert f"(nested deeper than {MAX_DEPTH} levels; not kept)" in text

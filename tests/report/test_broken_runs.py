@@ -81,6 +81,13 @@ def _odd_meta(run: Path) -> None:
     (run / "meta.json").write_text(json.dumps(meta))
 
 
+def _deep_config(run: Path) -> None:
+    """A config nested 900 levels deep: meta.json reads, the analysis keeps 32 levels."""
+    text = (run / "meta.json").read_text()
+    deep = '"config": {"deep": ' + "[" * 900 + "]" * 900 + "}"
+    (run / "meta.json").write_text(text.replace('"config": {}', deep))
+
+
 def _dir_as_part(run: Path) -> None:
     part = _part(run, "scalars")
     part.unlink()
@@ -116,6 +123,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "meta-empty": _meta_empty,
     "odd-meta": _odd_meta,
     "dir-as-part": _dir_as_part,
+    "deep-config": _deep_config,
 }
 BUILT: dict[str, Callable[[Path], None]] = {
     "all-nonfinite": _nonfinite,
@@ -136,12 +144,14 @@ SAYS = {
     "odd-meta": "catalogue entry 0 is malformed",
     "dir-as-part": "ignored stray entry scalars/rank=0/part-000000.parquet/",
     "one-step": "1 recorded step",
+    "deep-config": "nested deeper than 32 levels",
 }
 """What each broken run's page says about it (the problem the analysis named, else the finding
 or the missing chart that shows it)."""
-NOT_BROKEN = {"no-tensors-table", "all-nonfinite"}
+NOT_BROKEN = {"no-tensors-table", "all-nonfinite", "deep-config"}
 """Runs the CLI does not call broken: a run may record no per-tensor statistics; a run whose
-every value is non-finite is analysed (a non-finite error finding), not partial."""
+every value is non-finite is analysed (a non-finite error finding), not partial; a config
+nested too deeply is cut, not an error."""
 
 
 def _page(out: Path, run_id: str) -> str:
