@@ -51,6 +51,12 @@ def _bar(items: list[T], show: bool, label: str) -> Iterator[T]:
         yield from bar
 
 
+def _write(path: Path, page: str) -> None:
+    """Write a page as UTF-8; a lone surrogate (a ``\\ud800`` escape in a run's JSON) becomes
+    ``?`` rather than failing the write."""
+    write_atomic(path, page.encode("utf-8", "replace").decode("utf-8"))
+
+
 def _check_out(out: str | Path) -> Path:
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
@@ -63,7 +69,7 @@ def write_report(results: BatchResult, out: str | Path, progress: bool = False) 
     page at ``out``, a page per run under ``<out's folder>/runs/`` and plotly.js once beside."""
     out = _check_out(out)
     if len(results.runs) == 1:
-        write_atomic(out, render_run(run_report(results.runs[0])))
+        _write(out, render_run(run_report(results.runs[0])))
         return out
     write_atomic(out.parent / PLOTLY_FILE, plotly_js())
     taken: set[str] = set()
@@ -73,11 +79,11 @@ def write_report(results: BatchResult, out: str | Path, progress: bool = False) 
         report = run_report(result)
         name = _file_name(report.run_id, taken)
         page = render_run(report, back_link=quote(out.name), plotly_src=f"../{PLOTLY_FILE}")
-        write_atomic(out.parent / RUNS_DIR / name, page)
+        _write(out.parent / RUNS_DIR / name, page)
         reports.append(report)
         links.append(f"{RUNS_DIR}/{quote(name)}")
     batch = batch_report(results, links, reports)
-    write_atomic(out, render_batch(batch, plotly_src=PLOTLY_FILE))
+    _write(out, render_batch(batch, plotly_src=PLOTLY_FILE))
     return out
 
 

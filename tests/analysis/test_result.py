@@ -145,7 +145,6 @@ CORRUPTIONS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "chart-ratio-target-zero": _set("charts.ratios.target", 0.0),
     "chart-ratio-band-reversed": _set("charts.ratios.band", [1.0, 1e-6]),
     "finding-step-huge-int": _set("findings.0.step_start", 10**400),
-    "lone-surrogate": lambda doc: json.dumps(doc).replace('"good"', '"\\ud800"', 1).encode(),
     "many-findings": lambda doc: json.dumps(
         {**doc, "findings": [doc["findings"][0]] * 10**6}
     ).encode(),

@@ -88,6 +88,15 @@ def _deep_config(run: Path) -> None:
     (run / "meta.json").write_text(text.replace('"config": {}', deep))
 
 
+def _surrogates(run: Path) -> None:
+    """Lone surrogates (valid JSON escapes, not UTF-8) in the name and config."""
+    text = (
+        (run / "meta.json").read_text().replace('"name": "surrogates"', '"name": "bad\\ud800name"')
+    )
+    config = '"config": {"k\\udfff": "v\\ud800", "lr": 0.1}'
+    (run / "meta.json").write_text(text.replace('"config": {}', config))
+
+
 def _dir_as_part(run: Path) -> None:
     part = _part(run, "scalars")
     part.unlink()
@@ -124,6 +133,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "odd-meta": _odd_meta,
     "dir-as-part": _dir_as_part,
     "deep-config": _deep_config,
+    "surrogates": _surrogates,
 }
 BUILT: dict[str, Callable[[Path], None]] = {
     "all-nonfinite": _nonfinite,
@@ -145,10 +155,11 @@ SAYS = {
     "dir-as-part": "ignored stray entry scalars/rank=0/part-000000.parquet/",
     "one-step": "1 recorded step",
     "deep-config": "nested deeper than 32 levels",
+    "surrogates": "bad\ufffdname",
 }
 """What each broken run's page says about it (the problem the analysis named, else the finding
 or the missing chart that shows it)."""
-NOT_BROKEN = {"no-tensors-table", "all-nonfinite", "deep-config"}
+NOT_BROKEN = {"no-tensors-table", "all-nonfinite", "deep-config", "surrogates"}
 """Runs the CLI does not call broken: a run may record no per-tensor statistics; a run whose
 every value is non-finite is analysed (a non-finite error finding), not partial; a config
 nested too deeply is cut, not an error."""
@@ -210,6 +221,18 @@ def test_good_runs_show_every_step(
         page = _page(out, name)
         assert f"<dt>steps</dt><dd>{N}</dd>" in page
         assert "Read with care" not in page
+
+
+def test_second_report_reuses_every_saved_result(reported: tuple[Path, Done]) -> None:
+    """Every result the first report saved, odd runs' included, is valid when read back."""
+    out, _ = reported
+    batch = out.parent.parent / "batch"
+    again = out.parent / "again.html"
+    cmd = [sys.executable, "-m", "gradlog.cli", "report", str(batch), "-o", str(again), "-v"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 3, proc.stderr
+    runs = len(DAMAGE) + len(BUILT) + 2
+    assert f"analysed 0 of {runs} runs" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize("name", sorted([*DAMAGE, *BUILT]))
