@@ -229,6 +229,8 @@ def check_part(part: Path, table: Table) -> PartCheck:
                 continue
             mm = pc.min_max(data.column("step"))
             a, b = int(mm["min"].as_py()), int(mm["max"].as_py())
+            if a < 0:
+                return PartCheck("column step holds negative steps")
             stats = footer.row_group(i).column(step_col).statistics
             if stats is not None and stats.has_min_max and (stats.min, stats.max) != (a, b):
                 return PartCheck(
@@ -250,7 +252,7 @@ def _polars_type(t: pl.DataType) -> str:
 
 @functools.cache
 def _polars_schema(table: str) -> pl.Schema:
-    return pl.DataFrame(arrow_schema(TABLES[table]).empty_table()).schema
+    return pl.DataFrame(_arrow_schema(table).empty_table()).schema
 
 
 def _polars_footer(part: Path, table: Table) -> str | None:
@@ -268,16 +270,18 @@ def _polars_footer(part: Path, table: Table) -> str | None:
 
 
 def _check_values(data: pa.Table, table: Table) -> str | None:
-    for f in arrow_schema(table):
+    for f in _arrow_schema(table.name):
         got = data.schema.field(f.name).type
         if not _same_type(got, f.type):
             return f"column {f.name} is {got}, not {f.type}"
         if not f.nullable and data.column(f.name).null_count:
             return f"column {f.name} holds nulls"
-    step = data.column("step")
-    if len(step) and pc.min(step).as_py() < 0:
-        return "column step holds negative steps"
     return None
+
+
+@functools.cache
+def _arrow_schema(table: str) -> pa.Schema:
+    return arrow_schema(TABLES[table])
 
 
 def verify_part(part: Path, table: str) -> str | None:
@@ -414,7 +418,12 @@ def repeat_problem(table: str, repeats: Repeats, base: Path, most: int = 6) -> s
 
 def resolve_repeats(run: RunData) -> None:
     """Find the rows of every table that a later part recorded again, leave them out of every
-    reader (``run.superseded``) and name them in ``run.problems`` once per table."""
+    reader (``run.superseded``) and name them in ``run.problems`` once per table.
+
+    Opening the run may have named overlapping footer step ranges already ('repeated steps ...',
+    one line per pair of parts); the rows read here say exactly which steps repeat (parts that
+    only share a step split between them repeat nothing), so those lines give way to these."""
+    run.problems[:] = [p for p in run.problems if not p.startswith("repeated steps ")]
     for table in TABLES:
         try:
             found = superseded_rows(table, run.parts.get(table, []), run.step_ranges)
