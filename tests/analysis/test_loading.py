@@ -64,7 +64,7 @@ def test_missing_run() -> None:
         load_run("/nonexistent/run")
 
 
-def _repeat_part(run: Path, first: int, last: int, scale: float) -> None:
+def _repeat_part(run: Path, first: int, last: int, scale: float, rank: int = 0) -> None:
     """A later part (index 1) of every table recording steps first..last again, with norms
     ``scale`` times larger and the loss negated."""
     steps = list(range(first, last + 1))
@@ -87,7 +87,7 @@ def _repeat_part(run: Path, first: int, last: int, scale: float) -> None:
                 "nonfinite": 0,
             }.items():
                 rows[col].append(v)
-    write_table(run, TENSORS, rows, index=1)
+    write_table(run, TENSORS, rows, rank, index=1)
     write_table(
         run,
         STEPS,
@@ -100,6 +100,7 @@ def _repeat_part(run: Path, first: int, last: int, scale: float) -> None:
             "skipped": [None] * n,
             "tensor_stats": [True] * n,
         },
+        rank,
         index=1,
     )
     write_table(run, SCALARS, {"step": steps, "name": ["loss"] * n, "value": [-1.0] * n}, index=1)
@@ -132,6 +133,35 @@ def test_a_later_part_replaces_the_steps_it_records_again(tmp_path: Path) -> Non
     views = tensor_views(data)  # the chart data reads parts with pyarrow: the same rows
     assert views.matrix is not None
     np.testing.assert_allclose(views.matrix.norms[0][: len(want)], want, rtol=1e-6)
+    long = build_frames(load_run(run), exact_rows=10)  # a long run's buckets: the same rows
+    assert long.resolution == 2
+    bucket_max = want.reshape(10, 2).max(axis=1)
+    got = long.grad.filter(pl.col("tensor") == "a").sort("step")["norm"].to_numpy()
+    np.testing.assert_allclose(got, bucket_max, rtol=1e-6)
+
+
+def test_each_rank_of_a_resumed_run_keeps_its_later_rows(tmp_path: Path) -> None:
+    norms = 1.0 + np.arange(20.0)
+    cat = [{"name": t, "shape": [10, 10], "numel": 200, "depth": i} for i, t in enumerate("ab")]
+    for rank in (0, 1):  # shards: each rank holds half of every tensor
+        make_run(tmp_path, "r", {"a": norms, "b": norms}, catalogue=cat, rank=rank, world_size=2)
+        _repeat_part(tmp_path / "r", 10, 14, 10.0, rank)
+    data = load_run(tmp_path / "r")
+    assert data.problems[0] == (
+        "steps 10-14 of table tensors recorded twice (rank=0/part-000000.parquet, "
+        "rank=0/part-000001.parquet, rank=1/part-000000.parquet, rank=1/part-000001.parquet); "
+        "the later part's rows are used"
+    )
+    want = norms * np.sqrt(2)  # two equal shards
+    want[10:15] *= 10.0
+    f = build_frames(data)
+    g = f.grad.filter(pl.col("tensor") == "a").sort("step")
+    assert g["step"].to_list() == list(range(20))
+    np.testing.assert_allclose(g["norm"].to_numpy(), want, rtol=1e-6)
+    assert f.steps["n_ranks"].to_list() == [2] * 20
+    views = tensor_views(data)  # multi-rank chart data: merged window by window
+    assert views.matrix is not None
+    np.testing.assert_allclose(views.matrix.norms[0][:20], want, rtol=1e-6)
 
 
 def test_parts_that_only_share_a_boundary_step_are_not_repeats(tmp_path: Path) -> None:
