@@ -159,6 +159,7 @@ SAYS = {
 }
 """What each broken run's page says about it (the problem the analysis named, else the finding
 or the missing chart that shows it)."""
+GOOD = {"good-1", "good-2"}
 NOT_BROKEN = {"no-tensors-table", "all-nonfinite", "deep-config", "surrogates"}
 """Runs the CLI does not call broken: a run may record no per-tensor statistics; a run whose
 every value is non-finite is analysed (a non-finite error finding), not partial; a config
@@ -208,9 +209,10 @@ def test_report_of_broken_runs_exits_3_without_traceback(
     assert pages == {"good-1", "good-2", *DAMAGE, *BUILT}, proc.stderr
     for name in [*DAMAGE, *BUILT]:
         assert (f"broken run {name}:" in proc.stderr) == (name not in NOT_BROKEN), name
-    batch = _text(out.read_text(encoding="utf-8"))
+    batch = out.read_text(encoding="utf-8")
     for name in ["good-1", "good-2", *DAMAGE, *BUILT]:
-        assert name in batch
+        row = batch[batch.index(f'<a href="runs/{name}.html">') :].split("</tr>", 1)[0]
+        assert ('class="badge status-partial"' in row) == (name not in NOT_BROKEN | GOOD), name
 
 
 def test_good_runs_show_every_step(
