@@ -22,7 +22,7 @@ import click
 from gradlog import requirements
 from gradlog._version import __version__
 from gradlog.errors import ConfigError, GradlogError, RunNotFoundError
-from gradlog.rundir import Run, discover, open_run
+from gradlog.rundir import Run, discover, is_dir, is_file, open_run
 from gradlog.terminal import safe_text
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -284,9 +284,9 @@ def show_command(run: Path, fmt: str, as_json: bool, allow_incomplete: bool) -> 
     """Summarise one run: its meta.json and what its parts hold."""
     from gradlog.cli_json import show_json
 
-    if not (run / "meta.json").is_file() and run.is_dir():
+    if not is_file(run / "meta.json") and is_dir(run):
         found, _ = discover([run])
-        if found:
+        if found and found != [run]:
             raise ConfigError(
                 f"{run} is not a run but holds {len(found)}; show takes one run, e.g. "
                 f"{_directory_text(found[0])} (list them with gradlog ls {run})"

@@ -16,8 +16,10 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,20 +40,46 @@ from gradlog.schema import (
 STALE_HEARTBEAT_SECS = 600.0
 """A 'running' run on another host whose meta.json is older than this is reported as crashed."""
 
+LOST_PREFIXES = ("unreadable part", "unreadable table", "missing rank")
+"""Problems that mean recorded data cannot be used: the run is partial (exit 3)."""
+
 Layout = Literal["single", "replicated", "sharded"]
 """How a run's ranks relate: one rank; every rank holds whole tensors (DDP: replicas of the same
 all-reduced gradient, whose additive statistics are averaged over ranks); or ranks hold shards
 (FSDP: additive statistics add)."""
 
 
+def _mode(path: Path, *, follow: bool = True) -> int | None:
+    """``path``'s st_mode, or None when it cannot be looked at (missing, no permission, a loop,
+    a name the file system rejects): never raises, unlike ``Path.is_dir()`` on EACCES."""
+    try:
+        return os.stat(path, follow_symlinks=follow).st_mode
+    except (OSError, ValueError):
+        return None
+
+
+def is_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory one may look at (symbolic links followed)."""
+    mode = _mode(path)
+    return mode is not None and stat.S_ISDIR(mode)
+
+
+def is_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file one may look at (symbolic links followed)."""
+    mode = _mode(path)
+    return mode is not None and stat.S_ISREG(mode)
+
+
 def _pid_alive(pid: int) -> bool:
+    if not 0 < pid < 1 << 31:  # no process has it (kill(0) or a negative pid means a group)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    except OSError:
+    except (OSError, OverflowError, ValueError):
         return False
     return True
 
@@ -90,22 +118,47 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "schema_version": (0, 1 << 31),
+    "pid": (1, 1 << 31),
+    "world_size": (1, 1 << 24),
+    "rank": (0, 1 << 24),
+    "first_step": (0, 1 << 62),
+    "last_step": (-1, 1 << 62),
+}
+"""Inclusive ranges of meta.json's integer fields; a value outside is left out and named."""
+
+
+def _field_problem(key: str, value: Any, allowed: tuple[str, ...] | None) -> str | None:
+    """Why ``value`` cannot stand for meta.json field ``key`` (None: it can)."""
+    kind = _json_type(value)
+    if allowed is not None and not (kind in allowed or (kind == "int" and "float" in allowed)):
+        return f"is {kind}, not {' or '.join(allowed)}"
+    if kind == "float" and not math.isfinite(value):
+        return f"is {value}, not a finite number"
+    if kind == "int" and allowed is not None and "float" in allowed:
+        try:
+            float(value)
+        except OverflowError:
+            return "is an integer too large for a time"
+    lo, hi = _INT_RANGES.get(key, (None, None))
+    if kind == "int" and lo is not None and hi is not None and not lo <= value <= hi:
+        return f"is {value if abs(value) < 10**20 else 'a huge integer'}, not in [{lo}, {hi}]"
+    return None
+
+
 def validate_meta(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """``raw`` without the known fields whose JSON type is not the declared one
-    (:data:`gradlog.schema.META_TYPES`), and a problem naming each field left out."""
+    (:data:`gradlog.schema.META_TYPES`), whose number is not finite or whose integer is out of
+    range, and a problem naming each field left out."""
     meta: dict[str, Any] = {}
     problems: list[str] = []
     for key, value in raw.items():
-        allowed = META_TYPES.get(key)
-        kind = _json_type(value)
-        ok = allowed is None or kind in allowed or (kind == "int" and "float" in allowed)
-        if key == "world_size" and ok and value < 1:
-            ok = False
-        if ok:
+        why = _field_problem(key, value, META_TYPES.get(key))
+        if why is None:
             meta[key] = value
         else:
-            want = " or ".join(allowed or ())
-            problems.append(f"meta.json field {key!r} is {kind}, not {want}; ignored")
+            problems.append(f"meta.json field {key!r} {why}; ignored")
     return meta, problems
 
 
@@ -113,16 +166,24 @@ def read_meta(run_dir: Path) -> tuple[dict[str, Any], list[str], bool]:
     """meta.json of ``run_dir`` (validated), what was wrong with it, and whether it could be read
     at all: an unreadable file or one without a JSON object gives an empty meta and False."""
     path = run_dir / META_FILE
-    if not run_dir.exists():
+    if _mode(run_dir, follow=False) is None:
         raise RunNotFoundError(f"{run_dir} does not exist")
-    if not path.is_file():
+    try:
+        os.stat(path)
+    except PermissionError as exc:
+        return {}, [f"{path} cannot be read: {exc.strerror}"], False
+    except OSError:
+        pass
+    if not is_file(path):
+        if _has_tables(run_dir):
+            return {}, [f"{path} is missing: the run's parts cannot be analysed without it"], False
         raise RunNotFoundError(
             f"{run_dir} is not a gradlog run (no {META_FILE}); pass a run directory or a directory "
             "of runs"
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         return {}, [f"{path} cannot be read as JSON: {str(exc)[:200]}"], False
     if not isinstance(raw, dict):
         return {}, [f"{path} does not hold a JSON object"], False
@@ -150,7 +211,8 @@ def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] 
     import pyarrow.parquet as pq
 
     try:
-        footer = pq.read_metadata(path)
+        with open(path, "rb") as f:  # a file object: Arrow cannot open a non-UTF-8 path
+            footer = pq.read_metadata(f)
         schema = footer.schema.to_arrow_schema()
     except Exception as exc:  # any corruption: truncated, zero bytes, flipped footer
         return f"{type(exc).__name__}: {str(exc)[:200]}", None, 0
@@ -190,7 +252,43 @@ def _schema_problem(schema: Any, table: Table) -> str | None:
         missing = sorted(set(expected) - set(names))
         extra = sorted(set(names) - set(expected))
         return f"columns differ from schema (missing {missing}, unexpected {extra})"
+    for column in table.columns:
+        got = schema.field(column.name).type
+        if _type_class(got) != _COLUMN_CLASS[column.type]:
+            return f"column {column.name!r} is {got}, not {column.type}"
     return None
+
+
+_COLUMN_CLASS = {
+    "int64": "int",
+    "int32": "int",
+    "float64": "float",
+    "float32": "float",
+    "bool": "bool",
+    "string": "string",
+    "dict": "string",
+    "hist": "list",
+}
+"""What kind of Arrow type each schema column type may be read from (any width, any string
+encoding: other writers, e.g. Spark, may widen or drop the dictionary)."""
+
+
+def _type_class(t: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
+        return "list" if _type_class(t.value_type) == "int" else "other"
+    return "other"
 
 
 def _rank_of(directory: str) -> int | None:
@@ -230,7 +328,17 @@ class Run:
     problems: list[str] = field(default_factory=list)
     readable: bool = True
     """False when meta.json could not be read as a JSON object (nothing else is trusted)."""
+    root: Path | None = None
+    """Where the parts are read from: ``path``, or a UTF-8 alias of it when ``path`` holds bytes
+    that are not UTF-8 (Arrow and polars take only UTF-8 paths); part paths lie below it."""
     _layout: Layout | None = field(default=None, repr=False)
+
+    def rel(self, part: Path) -> str:
+        """``part`` relative to the run directory, ``/``-separated."""
+        try:
+            return part.relative_to(self.root or self.path).as_posix()
+        except ValueError:
+            return str(part)
 
     @property
     def run_id(self) -> str:
@@ -270,8 +378,20 @@ class Run:
 
     @property
     def steps(self) -> int:
-        """Recorded optimizer steps (every rank writes a steps row per step)."""
-        return self.rows("steps") // max(1, len(self.ranks("steps")))
+        """Recorded optimizer steps (every rank writes a steps row per step), each counted once
+        when parts repeat steps (then the step columns of the lowest rank's parts are read)."""
+        parts = self.parts.get("steps", [])
+        if not repeated_steps(parts):
+            return self.rows("steps") // max(1, len(self.ranks("steps")))
+        import pyarrow.parquet as pq
+
+        lowest = min(p.rank for p in parts)
+        seen: set[int] = set()
+        for p in parts:
+            if p.rank == lowest:
+                with contextlib.suppress(Exception), open(p.path, "rb") as f:
+                    seen.update(pq.read_table(f, columns=["step"]).column("step").to_pylist())
+        return len(seen)
 
     @property
     def duration_s(self) -> float | None:
@@ -288,7 +408,7 @@ class Run:
         total = 0
         for f in self.path.rglob("*"):
             with contextlib.suppress(OSError):
-                if f.is_file():
+                if is_file(f):
                     total += f.stat().st_size
         return total
 
@@ -333,7 +453,8 @@ class Run:
         import pyarrow.parquet as pq
 
         try:
-            t = pq.read_table(parts[0].path, columns=["tensor", "kind", "count"])
+            with open(parts[0].path, "rb") as f:
+                t = pq.read_table(f, columns=["tensor", "kind", "count"])
             t = t.filter(pc.equal(t.column("kind").cast("string"), "grad"))
             names = t.column("tensor").cast("string").to_pylist()
             counts = t.column("count").to_pylist()
@@ -354,7 +475,7 @@ class Run:
             h.update(f"{META_FILE}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         for table in sorted(self.parts):
             for p in self.parts[table]:
-                rel = p.path.relative_to(self.path).as_posix()
+                rel = self.rel(p.path)
                 h.update(f"{rel}\0{p.size}\0{p.mtime_ns}\n".encode())
         return h.hexdigest()[:32]
 
@@ -373,7 +494,7 @@ class Run:
         if self.status == "crashed":
             error = self.meta.get("error")
             return f"crashed: {error}" if isinstance(error, str) else "crashed"
-        lost = [p for p in self.problems if p.startswith("unreadable part")]
+        lost = [p for p in self.problems if p.startswith(LOST_PREFIXES)]
         return lost[0] if lost else None
 
     def summary(self, *, detail: bool = False) -> dict[str, Any]:
@@ -397,44 +518,68 @@ class Run:
         return out
 
 
-def _stray_files(run_dir: Path) -> list[str]:
-    """Files inside table directories that are neither committed parts nor hidden temporaries."""
-    stray: list[str] = []
+def _has_tables(directory: Path) -> bool:
+    """Whether ``directory`` holds a table directory with rank directories (a run's data)."""
     for name in TABLES:
-        base = run_dir / name
-        if not base.is_dir():
-            continue
-        for f in base.rglob("*"):
-            if not f.is_file() or f.name.startswith("."):
-                continue
-            if (
-                _rank_of(f.parent.name) is not None
-                and f.parent.parent == base
-                and f.name.startswith(PART_PREFIX)
-                and f.name.endswith(PART_SUFFIX)
-            ):
-                continue
-            stray.append(f.relative_to(run_dir).as_posix())
-    return sorted(stray)[:20]
+        with contextlib.suppress(OSError):
+            base = directory / name
+            if is_dir(base) and any(_rank_of(e.name) is not None for e in os.scandir(base)):
+                return True
+    return False
 
 
-def _parts(run_dir: Path, name: str, table: Table, problems: list[str]) -> list[Part]:
+def _entries(directory: Path, rel: str, problems: list[str]) -> list[os.DirEntry[str]]:
+    """The entries of ``directory`` in name order; [] and a problem when it cannot be listed."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        problems.append(f"unreadable table {rel}: {exc.strerror or type(exc).__name__}")
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _parts(
+    run_dir: Path, name: str, table: Table, problems: list[str], stray: list[str]
+) -> list[Part]:
+    """The usable parts of table ``name``; each unusable part is named in ``problems`` and
+    every entry that is not a part (nor a hidden temporary) in ``stray``."""
     base = run_dir / name
-    if not base.is_dir():
+    if not is_dir(base):
+        if _mode(base, follow=False) is not None:
+            stray.append(name)
         return []
     found: list[tuple[int, Path]] = []
-    for rank_dir in base.iterdir():
-        rank = _rank_of(rank_dir.name)
-        if rank is None or not rank_dir.is_dir():
+    for rank_entry in _entries(base, name, problems):
+        rank = _rank_of(rank_entry.name)
+        if rank_entry.name.startswith("."):
             continue
-        found += [(rank, p) for p in rank_dir.glob(f"{PART_PREFIX}*{PART_SUFFIX}")]
+        if rank is None or not _is_dir(rank_entry):
+            stray.append(f"{name}/{rank_entry.name}" + ("/" if _is_dir(rank_entry) else ""))
+            continue
+        rel = f"{name}/{rank_entry.name}"
+        for entry in _entries(Path(rank_entry.path), rel, problems):
+            if entry.name.startswith("."):
+                continue
+            if part_index(entry.name) is not None and not _is_dir(entry):
+                found.append((rank, Path(entry.path)))
+            else:
+                stray.append(f"{rel}/{entry.name}" + ("/" if _is_dir(entry) else ""))
     out: list[Part] = []
-    for rank, path in sorted(found):
+    for rank, path in sorted(found, key=lambda f: (f[0], part_index(f[1].name))):
         rel = path.relative_to(run_dir).as_posix()
         try:
             st = path.stat()
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(0, "not a regular file")
         except OSError as exc:
-            problems.append(f"unreadable part {rel}: {exc}")
+            problems.append(f"unreadable part {rel}: {exc.strerror or type(exc).__name__}")
             continue
         reason, steps, rows = inspect_part(path, table)
         if reason is not None:
@@ -444,14 +589,76 @@ def _parts(run_dir: Path, name: str, table: Table, problems: list[str]) -> list[
     return out
 
 
+def part_index(name: str) -> int | None:
+    """The index of a committed part's file name (``part-000012.parquet``: 12), else None."""
+    digits = name.removeprefix(PART_PREFIX).removesuffix(PART_SUFFIX)
+    if len(digits) + len(PART_PREFIX) + len(PART_SUFFIX) != len(name):
+        return None
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def repeated_steps(parts: list[Part]) -> list[tuple[Part, Part, tuple[int, int]]]:
+    """(earlier, later, (first, last) step both hold) for each pair of parts of one table and
+    rank whose footer step ranges overlap (a resumed run, a copied part). Parts are in write
+    order within a rank, so the later part is the later writer."""
+    out: list[tuple[Part, Part, tuple[int, int]]] = []
+    for i, a in enumerate(parts):
+        for b in parts[i + 1 :]:
+            if a.rank != b.rank or a.steps is None or b.steps is None or not a.rows or not b.rows:
+                continue
+            lo, hi = max(a.steps[0], b.steps[0]), min(a.steps[1], b.steps[1])
+            if lo <= hi:
+                out.append((a, b, (lo, hi)))
+    return out
+
+
+def _missing_ranks(meta: dict[str, Any], parts: dict[str, list[Part]]) -> list[int]:
+    """Ranks below meta.json's world size that wrote no usable ``steps`` part (every rank writes
+    one row per step there); none for a run still being written."""
+    ws = meta.get("world_size", 1)
+    if not isinstance(ws, int) or ws <= 1 or meta.get("status", "running") == "running":
+        return []
+    have = {p.rank for p in parts.get("steps", [])}
+    return [r for r in range(ws) if r not in have]
+
+
+_ALIASES: dict[Path, Path] = {}
+
+
+def _utf8_path(path: Path) -> Path:
+    """``path``, or when it is not valid UTF-8 (undecodable bytes in a name) a symbolic link to
+    it in a private temporary directory (removed at exit) under a UTF-8 name."""
+    try:
+        str(path).encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    if path in _ALIASES:
+        return _ALIASES[path]
+    import atexit
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="gradlog-utf8-"))
+    atexit.register(shutil.rmtree, home, True)
+    alias = home / path.name.encode("utf-8", "backslashreplace").decode("ascii")
+    try:
+        alias.symlink_to(path.absolute(), target_is_directory=True)
+    except OSError:
+        return path
+    _ALIASES[path] = alias
+    return alias
+
+
 def open_run(path: str | Path) -> Run:
     """Open the run at ``path``: meta.json (validated) and the parts that pass their footer check.
 
     Raises :class:`RunNotFoundError` only when ``path`` is not a run directory; everything else
     that is wrong is named in ``Run.problems``.
     """
-    run_dir = Path(path)
-    meta, problems, readable = read_meta(run_dir)
+    shown_dir = Path(path)
+    meta, problems, readable = read_meta(shown_dir)
+    run_dir = _utf8_path(shown_dir)
     if readable:
         version = meta.get("schema_version")
         if version != SCHEMA_VERSION:
@@ -459,35 +666,65 @@ def open_run(path: str | Path) -> Run:
                 f"meta.json schema version {version!r}, this gradlog reads {SCHEMA_VERSION}; "
                 "parts of another version are skipped"
             )
-    parts = {name: _parts(run_dir, name, table, problems) for name, table in TABLES.items()}
-    for stray in _stray_files(run_dir):
-        problems.append(f"ignored stray file {stray}")
+    stray: list[str] = []
+    parts = {name: _parts(run_dir, name, table, problems, stray) for name, table in TABLES.items()}
+    for entry in stray[:20]:
+        problems.append(f"ignored stray entry {entry}")
+    if len(stray) > 20:
+        problems.append(f"ignored {len(stray) - 20} more stray entries")
+    for name, table_parts in parts.items():
+        for a, b, (lo, hi) in repeated_steps(table_parts)[:5]:
+            problems.append(
+                f"repeated steps {lo}-{hi} in table {name}: "
+                f"{a.path.relative_to(run_dir).as_posix()} and "
+                f"{b.path.relative_to(run_dir).as_posix()} both hold them; the later part's "
+                "rows are used"
+            )
+    if readable and not any(parts.values()):
+        problems.append("no parts in any table: nothing was recorded")
+    if readable and (lost := _missing_ranks(meta, parts)):
+        shown = ", ".join(map(str, lost[:10])) + (", ..." if len(lost) > 10 else "")
+        problems.append(
+            f"missing rank: rank {shown} of world size {meta['world_size']} wrote no steps; the "
+            "run is partial"
+        )
     status = derive_status(meta) if readable else "unreadable"
     catalogue = _catalogue(meta, problems)
-    return Run(run_dir, meta, status, parts, catalogue, problems, readable)
+    return Run(shown_dir, meta, status, parts, catalogue, problems, readable, run_dir)
+
+
+def _is_run(directory: Path) -> bool:
+    """Whether ``directory`` is a run: it holds meta.json, or it cannot be looked into (named as
+    an unreadable run rather than skipped), or it holds a run's tables without meta.json."""
+    try:
+        os.stat(directory / META_FILE)
+    except PermissionError:
+        return True
+    except OSError:
+        return _has_tables(directory)
+    return is_file(directory / META_FILE) or _has_tables(directory)
 
 
 def find_runs(root: str | Path) -> list[Path]:
     """``root`` itself if it is a run, else every run at any depth below it, in path order.
 
-    A directory holding ``meta.json`` is a run; nothing inside a run is searched, nor hidden
-    directories (``.git``) or symbolic links to directories (no cycles).
+    A directory holding ``meta.json`` (or table directories of parts, or that cannot be read) is
+    a run; nothing inside a run is searched, nor hidden directories (``.git``) or symbolic links
+    to directories (no cycles).
     """
     root = Path(root)
-    if not root.exists():
+    if _mode(root, follow=False) is None:
         raise RunNotFoundError(f"{root} does not exist")
-    if (root / META_FILE).is_file():
+    if _is_run(root):
         return [root]
-    if not root.is_dir():
+    if not is_dir(root):
         raise RunNotFoundError(f"{root} is not a run directory nor a directory of runs")
     runs: list[Path] = []
     for current, dirs, _files in os.walk(root):
         here = Path(current)
-        if here != root and (here / META_FILE).is_file():
-            runs.append(here)
-            dirs.clear()
-            continue
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
+        below = [d for d in dirs if not d.startswith(".") and not (here / d).is_symlink()]
+        runs += [here / d for d in below if _is_run(here / d)]
+        dirs[:] = sorted(d for d in below if not _is_run(here / d))
     return sorted(runs, key=lambda p: p.parts)
 
 

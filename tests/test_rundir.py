@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +17,8 @@ from click.testing import CliRunner
 from gradlog.atomic import write_atomic
 from gradlog.cli import main
 from gradlog.errors import CorruptRunError, RunNotFoundError
-from gradlog.rundir import discover, open_run
-from gradlog.schema import META_FIELDS, META_TYPES
+from gradlog.rundir import discover, open_run, part_index
+from gradlog.schema import META_FIELDS, META_TYPES, part_name
 from tests.analysis.synth import make_run
 
 
@@ -77,7 +80,7 @@ def test_unreadable_and_foreign_parts_are_named(tmp_path: Path) -> None:
     run = open_run(path)
     text = "\n".join(run.problems)
     assert "unreadable part tensors/rank=0/part-000001.parquet" in text
-    assert "ignored stray file tensors/rank=0/notes.txt" in text
+    assert "ignored stray entry tensors/rank=0/notes.txt" in text
     assert [p.path.name for p in run.parts["tensors"]] == ["part-000000.parquet"]
 
 
@@ -129,3 +132,75 @@ def test_ls_imports_neither_scipy_nor_the_analysis(tmp_path: Path) -> None:
     assert "gradlog.rundir" in imported
     assert not {m for m in imported if m.split(".")[0] in ("scipy", "polars", "torch")}
     assert not {m for m in imported if m.startswith("gradlog.analysis")}
+
+
+def test_stray_entries_are_named_one_by_one_and_the_table_is_kept(tmp_path: Path) -> None:
+    path = _run(tmp_path)
+    shutil.copytree(path / "tensors" / "rank=0", path / "tensors" / "rank=0.bak")
+    (path / "tensors" / "rank=0" / "part-1.parquet.csv").write_text("x")
+    (path / "tensors" / "rank=0" / "sub").mkdir()
+    run = open_run(path)
+    assert run.rows("tensors") == 40  # both tensors, 20 steps: nothing dropped
+    assert [p for p in run.problems if "stray" in p] == [
+        "ignored stray entry tensors/rank=0/part-1.parquet.csv",
+        "ignored stray entry tensors/rank=0/sub/",
+        "ignored stray entry tensors/rank=0.bak/",
+    ]
+    assert run.broken is None
+
+
+def test_part_index_takes_only_committed_names() -> None:
+    assert part_index("part-000012.parquet") == 12
+    for name in (
+        "part-.parquet",
+        "part-12.parquet.tmp",
+        "part-\udcff.parquet",
+        "part-\uff11.parquet",
+    ):
+        assert part_index(name) is None, name
+
+
+def test_a_rank_that_wrote_nothing_makes_a_finished_run_partial(tmp_path: Path) -> None:
+    path = _run(tmp_path)
+    _edit_meta(path, world_size=3)
+    run = open_run(path)
+    assert run.broken == (
+        "missing rank: rank 1, 2 of world size 3 wrote no steps; the run is partial"
+    )
+    _edit_meta(path, status="running", pid=None, heartbeat=time.time())
+    assert open_run(path).broken is None  # still being written: ranks may not have flushed
+
+
+def test_repeated_steps_are_named_and_counted_once(tmp_path: Path) -> None:
+    path = _run(tmp_path)
+    part = path / "steps" / "rank=0" / part_name(0)
+    shutil.copy(part, part.with_name(part_name(3)))
+    run = open_run(path)
+    assert run.steps == 20
+    assert (
+        "repeated steps 0-19 in table steps: steps/rank=0/part-000000.parquet and "
+        "steps/rank=0/part-000003.parquet both hold them; the later part's rows are used"
+    ) in run.problems
+
+
+def test_a_run_directory_whose_name_is_not_utf8_is_read_through_an_alias(tmp_path: Path) -> None:
+    src = _run(tmp_path)
+    path = Path(os.fsdecode(os.fsencode(tmp_path) + b"/run-\xff"))
+    shutil.copytree(src, path)
+    run = open_run(path)
+    assert run.problems == []
+    assert run.path == path
+    assert run.steps == 20
+    assert run.rel(run.parts["tensors"][0].path) == "tensors/rank=0/part-000000.parquet"
+
+
+def test_meta_numbers_out_of_range_or_not_finite_are_left_out(tmp_path: Path) -> None:
+    path = _run(tmp_path)
+    text = (path / "meta.json").read_text()[:-1]
+    (path / "meta.json").write_text(
+        text + ', "pid": 1000000000000000000000000000000, "start_time": NaN, "rank": -1}'
+    )
+    run = open_run(path)
+    assert not {"pid", "start_time", "rank"} & set(run.meta)
+    assert len([p for p in run.problems if p.startswith("meta.json field")]) == 3
+    assert run.duration_s is None

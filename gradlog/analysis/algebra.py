@@ -85,7 +85,7 @@ def loss_scale_shift(loss_scale: pl.Series) -> int:
     """log2 of the median AMP loss scale (0 without one): the recorded gradients are unscaled,
     the fp16 limits apply to them times the scale."""
     scales = loss_scale.cast(pl.Float64).drop_nulls().drop_nans()
-    scales = scales.filter(scales > 0)
+    scales = scales.filter((scales > 0) & scales.is_finite())
     if not len(scales):
         return 0
     return round(math.log2(float(scales.median())))  # type: ignore[arg-type,unused-ignore]
