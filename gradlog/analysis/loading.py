@@ -203,12 +203,16 @@ class PartCheck:
     steps: tuple[int, int] | None = None
 
 
+CHECK_ROWS = 1 << 14
+"""Rows :func:`check_part` decodes at a time (a ``hists`` row holds 279 counts: 37 MB)."""
+
+
 def check_part(part: Path, table: Table) -> PartCheck:
-    """Read ``part`` whole with pyarrow, verifying every page's CRC32 (the writer stores them),
-    then its values: every column of the declared type, no nulls in a non-nullable column,
-    steps non-negative and equal to the footer's min/max statistics of each row group (the
-    readers trust those to order and window parts); and the footer's schema as polars parses it
-    (:func:`_polars_footer`). What this leaves uncovered: docs/FORMAT.md, "Integrity"."""
+    """Read ``part`` whole with pyarrow (a batch at a time), verifying every page's CRC32 (the
+    writer stores them), then its values: every column of the declared type, no nulls in a
+    non-nullable column, steps non-negative, each row group's rows and step min/max equal to its
+    footer's (the readers trust those to order and window parts); and the footer's schema as
+    polars parses it (:func:`_polars_footer`). Not covered: docs/FORMAT.md, "Integrity"."""
     try:
         pf = pq.ParquetFile(part, page_checksum_verification=True)
         footer = pf.metadata
@@ -216,28 +220,34 @@ def check_part(part: Path, table: Table) -> PartCheck:
         lo: int | None = None
         hi: int | None = None
         for i in range(footer.num_row_groups):
-            data = pf.read_row_group(i, use_threads=False)
-            problem = _check_values(data, table)
-            if problem is not None:
-                return PartCheck(problem)
-            if data.num_rows != footer.row_group(i).num_rows:
+            rows, first, last = 0, None, None
+            for batch in pf.iter_batches(CHECK_ROWS, row_groups=[i], use_threads=False):
+                problem = _check_values(batch, table)
+                if problem is not None:
+                    return PartCheck(problem)
+                rows += batch.num_rows
+                if batch.num_rows:
+                    mm = pc.min_max(batch.column("step"))
+                    a, b = int(mm["min"].as_py()), int(mm["max"].as_py())
+                    first = a if first is None else min(first, a)
+                    last = b if last is None else max(last, b)
+            if rows != footer.row_group(i).num_rows:
                 return PartCheck(
-                    f"row group {i} holds {data.num_rows} rows, its footer says "
+                    f"row group {i} holds {rows} rows, its footer says "
                     f"{footer.row_group(i).num_rows}"
                 )
-            if not data.num_rows:
+            if first is None or last is None:
                 continue
-            mm = pc.min_max(data.column("step"))
-            a, b = int(mm["min"].as_py()), int(mm["max"].as_py())
-            if a < 0:
+            if first < 0:
                 return PartCheck("column step holds negative steps")
             stats = footer.row_group(i).column(step_col).statistics
-            if stats is not None and stats.has_min_max and (stats.min, stats.max) != (a, b):
+            if stats is not None and stats.has_min_max and (stats.min, stats.max) != (first, last):
                 return PartCheck(
-                    f"row group {i} holds steps {a}..{b}, its footer statistics say "
+                    f"row group {i} holds steps {first}..{last}, its footer statistics say "
                     f"{stats.min}..{stats.max}"
                 )
-            lo, hi = (a, b) if lo is None or hi is None else (min(lo, a), max(hi, b))
+            lo = first if lo is None else min(lo, first)
+            hi = last if hi is None else max(hi, last)
         problem = _polars_footer(part, table)  # polars parses the footer itself: it must agree
         if problem is not None:
             return PartCheck(problem)
@@ -269,7 +279,7 @@ def _polars_footer(part: Path, table: Table) -> str | None:
     return None
 
 
-def _check_values(data: pa.Table, table: Table) -> str | None:
+def _check_values(data: pa.RecordBatch, table: Table) -> str | None:
     for f in _arrow_schema(table.name):
         got = data.schema.field(f.name).type
         if not _same_type(got, f.type):
@@ -285,8 +295,19 @@ def _arrow_schema(table: str) -> pa.Schema:
 
 
 def verify_part(part: Path, table: str) -> str | None:
-    """Why ``part`` of ``table`` cannot be used (see :func:`check_part`), or None."""
-    return check_part(part, TABLES[table]).problem
+    """Why ``part`` of ``table`` cannot be used, or None: :func:`check_part`'s verdict, else
+    whether polars can read it whole (it parses the page headers, which no CRC covers, itself,
+    and stricter than pyarrow). Called for each part after a scan failed."""
+    problem = check_part(part, TABLES[table]).problem
+    if problem is not None:
+        return problem
+    try:
+        _scan([part]).collect()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # polars errors and Rust panics alike
+        return f"polars cannot read it: {type(exc).__name__}: {str(exc)[:200]}"
+    return None
 
 
 def check_parts(run: RunData) -> None:
