@@ -20,7 +20,8 @@ MAX_SWEEP_CHARTS = 4
 
 
 def outcome(r: RunResult) -> float | None:
-    """Lower is better: projected (else final) loss; inf when the run diverged or went NaN."""
+    """Lower is better: projected (else final) loss; inf when the run diverged or its loss or
+    gradients went non-finite (whatever its projection or final loss)."""
     if any(
         f.kind in (Kind.DIVERGENCE, Kind.NONFINITE) and f.severity is Severity.ERROR
         for f in r.findings
@@ -29,7 +30,7 @@ def outcome(r: RunResult) -> float | None:
     c = r.convergence
     if c is None:
         return None
-    if c.ended_nonfinite:
+    if c.failed:
         return math.inf
     return c.projected_loss if c.projected_loss is not None else c.final_loss
 
@@ -71,11 +72,13 @@ def batch_findings(results: list[RunResult], cfg: AnalysisConfig) -> list[Findin
 
 def observed(r: RunResult) -> float | None:
     """The loss a run actually reached: its final level, or for a run that diverged or went
-    non-finite its last finite logged loss."""
+    non-finite the last finite loss of its healthy segment (else its last finite logged loss)."""
     c = r.convergence
     if c is None:
         return None
-    if math.isfinite(c.final_loss) and not c.diverged:
+    if c.last_healthy_loss is not None:
+        return c.last_healthy_loss
+    if math.isfinite(c.final_loss) and not c.failed:
         return c.final_loss
     return c.last_finite_loss if c.last_finite_loss is not None else None
 

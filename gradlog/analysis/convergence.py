@@ -12,6 +12,7 @@ import numpy as np
 from scipy import optimize
 
 from gradlog.analysis.config import AnalysisConfig
+from gradlog.analysis.phases import Phases
 from gradlog.analysis.robust import theil_sen, window_len
 from gradlog.analysis.trend import Convergence, Fit, TrendWindow
 
@@ -181,7 +182,30 @@ def change_points(t: np.ndarray, y: np.ndarray, max_points: int) -> list[int]:
     return sorted(found)
 
 
-def fit_convergence(step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig) -> Convergence | None:
+def _dropped(
+    health: Phases | None, *, ended_nonfinite: bool, diverged: bool, cfg: AnalysisConfig
+) -> str:
+    """Why a run gets no projection, or ``""``."""
+    if health is not None and health.healthy_end is not None:
+        what = {
+            "nonfinite gradients": "its gradients went non-finite",
+            "nonfinite loss": "its loss went non-finite",
+            "divergence": "its loss diverged",
+        }.get(health.reason, health.reason)
+        return (
+            f"{what} at step {health.healthy_end}: a failed run is not projected (the curve "
+            "fitted is its healthy segment before that step)"
+        )
+    if ended_nonfinite:
+        return "the loss ended non-finite"
+    if diverged:
+        return f"the loss diverged: it ended above {cfg.divergence_factor:g}x its initial level"
+    return ""
+
+
+def fit_convergence(
+    step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig, health: Phases | None = None
+) -> Convergence | None:
     """The convergence summary of one loss curve, or None with too few finite points.
 
     The models are fitted to window medians (``fit_bin`` steps each). When every observed loss
@@ -192,20 +216,36 @@ def fit_convergence(step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig) -> 
     above ``divergence_factor`` x its initial level is not projected (``model`` and
     ``projected_*`` are None), nor is one that ended non-finite (``final_loss`` is then NaN).
     The projection starts from the last logged step, finite or not.
+
+    ``health`` (the run's :class:`Phases`): a run that failed (gradients or loss non-finite,
+    loss diverged) is fitted over its healthy segment only (when it holds enough points) and
+    not projected, with the reason in ``projection_dropped``; when its gradients or loss went
+    non-finite its ``final_loss`` is NaN (the last window would be read after the failure).
     """
     if len(step) == 0:
         return None
     last_step = int(step[-1])
     ended_nonfinite = not np.isfinite(loss[-1])
+    end = health.healthy_end if health is not None else None
+    last_healthy: tuple[int, float] | None = None
+    if end is not None:
+        before = (step < end) & np.isfinite(loss)
+        if before.any():
+            last_healthy = (int(step[before][-1]), float(loss[before][-1]))
     ok = np.isfinite(loss)
     step, loss = step[ok], loss[ok]
     if len(loss) < 10:
         return None
-    bins = min(MAX_POINTS, max(len(loss) // max(cfg.fit_bin, 1), min(len(loss), MIN_FIT_POINTS)))
-    t, y = _bin(step, loss, bins)
+    fit_step, fit_loss = step, loss
+    if end is not None and int(np.sum(step < end)) >= MIN_FIT_POINTS:
+        fit_step, fit_loss = step[step < end], loss[step < end]
+    bins = min(
+        MAX_POINTS, max(len(fit_loss) // max(cfg.fit_bin, 1), min(len(fit_loss), MIN_FIT_POINTS))
+    )
+    t, y = _bin(fit_step, fit_loss, bins)
     nonnegative = bool(np.all(loss >= 0))
     c_low = 0.0 if nonnegative else -np.inf
-    t0 = float(step[0])
+    t0 = float(fit_step[0])
     tt = t - t0
     horizon = cfg.projection_steps or int(last_step - step[0] + 1)
     t_proj = float(tt[-1] + horizon)
@@ -252,14 +292,16 @@ def fit_convergence(step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig) -> 
     initial, final = initial_level(loss), float(np.median(loss[-window:]))
     # a loss that ended far above where it started diverged: it has no asymptote to project
     diverged = final > cfg.divergence_factor * abs(initial) and final > initial
-    if ended_nonfinite:
-        final = float("nan")
-    if not (diverged or ended_nonfinite):  # a diverged run has not stalled: it got worse
+    broken = end is not None
+    if ended_nonfinite or (broken and health is not None and health.reason != "divergence"):
+        final = float("nan")  # the last window would be read after the gradients went bad
+    if not (diverged or ended_nonfinite or broken):  # a failed run has not stalled: it got worse
         for i, w in enumerate(windows):
             if all(not (x.relative_drop >= cfg.stall_rel) for x in windows[i:]):
                 stalled = int(w.step_start)
                 break
-    best = min(fits, key=lambda f: f.aic) if fits and not (diverged or ended_nonfinite) else None
+    failed = diverged or ended_nonfinite or broken
+    best = min(fits, key=lambda f: f.aic) if fits and not failed else None
     return Convergence(
         model=best.model if best else None,
         fits=fits,
@@ -280,4 +322,13 @@ def fit_convergence(step: np.ndarray, loss: np.ndarray, cfg: AnalysisConfig) -> 
         diverged=bool(diverged),
         last_finite_loss=float(loss[-1]),
         last_finite_step=int(step[-1]),
+        healthy_end=end,
+        health_reason=health.reason if health is not None and broken else "",
+        last_healthy_step=last_healthy[0] if last_healthy else None,
+        last_healthy_loss=last_healthy[1] if last_healthy else None,
+        projection_dropped=_dropped(
+            health, ended_nonfinite=ended_nonfinite, diverged=bool(diverged), cfg=cfg
+        )
+        if fits
+        else "",
     )

@@ -22,6 +22,7 @@ from gradlog.analysis.executors import Executor, ThreadExecutor
 from gradlog.analysis.findings import Finding, group_tensor_findings
 from gradlog.analysis.frames import BUCKET_ROWS, DETECTOR_COLUMNS, EXACT_ROWS, build_frames
 from gradlog.analysis.loading import RunData, from_run
+from gradlog.analysis.phases import phases
 from gradlog.analysis.registry import DETECTORS
 from gradlog.analysis.result import BatchResult, Provenance, RunResult, RunSummary
 from gradlog.analysis.summary import run_summary
@@ -112,7 +113,7 @@ def _analyze_loaded(run: RunData, config: AnalysisConfig, prov: Provenance) -> R
     if "convergence" not in config.disabled:
         try:
             step, loss = frames.loss(config.loss_name)
-            convergence = fit_convergence(step, loss, config)
+            convergence = fit_convergence(step, loss, config, phases(frames, config))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:

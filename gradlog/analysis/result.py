@@ -22,7 +22,7 @@ from gradlog.atomic import write_atomic
 from gradlog.errors import CorruptRunError
 
 RESULT_FILE = "analysis.json"
-RESULT_VERSION = 2
+RESULT_VERSION = 3
 """Bumped when the shape of a saved result changes (older files are recomputed, not read)."""
 
 MAX_RESULT_BYTES = 64 << 20

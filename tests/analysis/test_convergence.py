@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -170,3 +172,64 @@ def test_a_loss_that_blew_up_past_1e150_is_fitted_without_overflow() -> None:
     assert c is not None
     assert c.diverged
     assert change_points(t, y, 3) == []
+
+
+def _nan_gradient_run(tmp_path: Path, nan_from: int | None) -> Path:
+    """60 steps of a finite, falling loss; gradients NaN from ``nan_from`` on (None: never)."""
+    from tests.analysis.synth import make_run
+
+    n = 60
+    t = np.arange(n)
+    loss = 2.0 * np.exp(-t / 20.0) + 0.3  # finite to the end, whatever the gradients do
+    nf = np.zeros(n) if nan_from is None else np.where(t >= nan_from, 100, 0)
+    return make_run(tmp_path, f"nan{nan_from}", {"w": np.ones(n)}, loss=loss, nonfinite={"w": nf})
+
+
+def test_nonfinite_gradients_with_a_finite_loss_get_no_projection(tmp_path: Path) -> None:
+    from gradlog.analysis.pipeline import analyze_run
+
+    cfg = AnalysisConfig()
+    res = analyze_run(_nan_gradient_run(tmp_path, 30), cfg)
+    c = res.convergence
+    assert c is not None
+    assert c.projected_loss is None
+    assert c.projected_low is None
+    assert c.model is None
+    assert c.healthy_end == 30
+    assert c.health_reason == "nonfinite gradients"
+    assert "gradients went non-finite at step 30" in c.projection_dropped
+    # the last window lies after the gradients went NaN: no final level is read from it
+    assert np.isnan(c.final_loss)
+    assert c.last_healthy_step == 29
+    assert c.last_healthy_loss == pytest.approx(2.0 * np.exp(-29 / 20.0) + 0.3, rel=1e-6)
+    assert c.failure.startswith("diverged at step 30 (gradients non-finite); last healthy loss")
+    assert c.stalled_step is None
+    # the curve is fitted over the healthy steps 0-29 only
+    assert all(w.step_end < 30 for w in c.windows)
+    assert res.charts is None or res.charts.fit is None
+    # the reasons survive the saved result's round trip
+    from gradlog.analysis.result import RunResult
+
+    back = RunResult.from_json(res.to_json()).convergence
+    assert back is not None
+    assert (back.healthy_end, back.health_reason, back.projection_dropped) == (
+        c.healthy_end,
+        c.health_reason,
+        c.projection_dropped,
+    )
+    assert (back.last_healthy_step, back.last_healthy_loss) == (29, c.last_healthy_loss)
+
+
+def test_a_healthy_run_is_still_projected(tmp_path: Path) -> None:
+    from gradlog.analysis.pipeline import analyze_run
+
+    res = analyze_run(_nan_gradient_run(tmp_path, None), AnalysisConfig())
+    c = res.convergence
+    assert c is not None
+    assert c.projected_loss is not None
+    assert c.projection_dropped == ""
+    assert c.healthy_end is None
+    assert c.failure == ""
+    assert c.final_loss == pytest.approx(
+        float(np.median(2.0 * np.exp(-np.arange(54, 60) / 20.0) + 0.3)), rel=1e-6
+    )

@@ -3,12 +3,13 @@ GradScaler skips, lone spikes, neutral zero-gradient wording, consistent hints, 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from gradlog.analysis import AnalysisConfig
-from gradlog.analysis.batch import ranking
+from gradlog.analysis.batch import outcome, ranking
 from gradlog.analysis.detectors import dead, exploding, loss, nonfinite, precision, spikes
 from gradlog.analysis.findings import Finding, Kind, Severity, reconcile
 from gradlog.analysis.phases import phases
@@ -173,3 +174,33 @@ def test_ranking_by_the_loss_reached() -> None:
     assert order == ["healthy", "slower", "exploded"]
     tie = _result("tie", 6.2, 6.2, 5.0, failed=False)
     assert [e.run_id for e in ranking([healthy, tie])] == ["tie", "healthy"]
+
+
+def test_a_run_whose_gradients_went_nonfinite_ranks_after_healthy_runs() -> None:
+    """Whatever its loss or projection: a run that failed (here: gradients NaN at step 30, loss
+    still finite and low, no error finding to go by) comes after every healthy run."""
+    healthy = _result("healthy", 6.2, 6.2, 6.0, failed=False)
+    worse = _result("worse", 9.0, 9.0, 8.0, failed=False)
+    nan_grads = dataclasses.replace(
+        _result("nan_grads", 0.1, 0.1, 0.05, failed=False),
+        findings=[],
+    )
+    assert nan_grads.convergence is not None
+    nan_grads.convergence = dataclasses.replace(
+        nan_grads.convergence,
+        final_loss=float("nan"),
+        projected_loss=None,
+        projected_low=None,
+        projected_high=None,
+        healthy_end=30,
+        health_reason="nonfinite gradients",
+        last_healthy_step=29,
+        last_healthy_loss=0.5,
+    )
+    order = ranking([nan_grads, worse, healthy])
+    assert [e.run_id for e in order] == ["healthy", "worse", "nan_grads"]
+    assert order[-1].outcome == 0.5  # ranked among the failed by its last healthy loss
+    assert outcome(nan_grads) == float("inf")
+    assert nan_grads.convergence.failure == (
+        "diverged at step 30 (gradients non-finite); last healthy loss 0.5 at step 29"
+    )

@@ -130,6 +130,12 @@ CORRUPTIONS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "summary-lr-is-string": _set("summary.lr", "fast"),
     "convergence-is-list": _set("convergence", [1]),
     "convergence-step-is-float": _set("convergence.projected_step", 1.5),
+    "convergence-healthy-end-is-string": _set("convergence.healthy_end", "30"),
+    "convergence-health-reason-is-number": _set("convergence.health_reason", 3),
+    "convergence-last-healthy-loss-nan": _set("convergence.last_healthy_loss", "nan"),
+    "convergence-projection-dropped-missing": _edit(
+        lambda d: d["convergence"].pop("projection_dropped")
+    ),
     "provenance-is-string": _set("provenance", "current"),
     "charts-is-number": _set("charts", 1),
     "chart-line-y-is-string": _set("charts.loss.y", "1,2,3"),
