@@ -149,6 +149,14 @@ class RunReport:
         return self.result.projected_loss
 
     @property
+    def failure(self) -> str:
+        """How the run failed (the analysis' line, e.g. ``diverged at step 412 (loss
+        non-finite); last finite loss 2.31 at step 411``), or ``""``: shown instead of a final
+        or projected loss, which would be read over the failed steps."""
+        c = self.result.convergence
+        return c.failure if c is not None else ""
+
+    @property
     def loss_window(self) -> str:
         """What the final loss is a median of, for its label."""
         c = self.result.convergence
@@ -347,7 +355,7 @@ def _healthy(r: RunResult) -> bool:
     c = r.convergence
     bad = {Kind.DIVERGENCE, Kind.NONFINITE}
     failed = any(f.kind in bad and f.severity is Severity.ERROR for f in r.findings)
-    return not failed and not (c is not None and (c.diverged or c.ended_nonfinite))
+    return not failed and not (c is not None and c.failed)
 
 
 def batch_charts(result: BatchResult) -> list[Chart]:

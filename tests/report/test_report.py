@@ -131,3 +131,55 @@ def test_cli_report(runs_root: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "gradlog: error:" in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_failed_run_says_where_it_diverged_and_shows_no_final_loss(tmp_path: Path) -> None:
+    """The header of a run whose gradients or loss went non-finite, and its batch row, state
+    where it failed and its last healthy loss (the analysis' numbers), never a final loss read
+    over the failed steps; the ranking puts the failed runs after the healthy one."""
+    import numpy as np
+
+    from gradlog.analysis import analyze
+    from tests.analysis.synth import make_run
+
+    n = 60
+    t = np.arange(n)
+    falling = 2.0 * np.exp(-t / 20.0) + 0.3
+    root = tmp_path / "runs"
+    make_run(root, "healthy", {"w": np.ones(n)}, loss=falling + 0.5)  # the worst loss
+    make_run(
+        root,
+        "nan_grads",  # loss finite to the end, gradients NaN from step 30
+        {"w": np.ones(n)},
+        loss=falling,
+        nonfinite={"w": np.where(t >= 30, 100, 0)},
+    )
+    nan_loss = falling.copy()
+    nan_loss[40:] = np.nan
+    make_run(root, "nan_loss", {"w": np.ones(n)}, loss=nan_loss)
+    res = analyze([root])
+    # failed runs after the healthy one, among them by the last healthy loss (39 < 29)
+    assert [e.run_id for e in res.ranking] == ["healthy", "nan_loss", "nan_grads"]
+    grads_line = (
+        f"diverged at step 30 (gradients non-finite); last healthy loss {falling[29]:.4g} "
+        "at step 29"
+    )
+    loss_line = (
+        f"diverged at step 40 (loss non-finite); last finite loss {falling[39]:.4g} at step 39"
+    )
+    out = build_report([root], tmp_path / "batch.html")
+    batch = out.read_text(encoding="utf-8")
+    assert grads_line in batch
+    assert loss_line in batch
+    pages = {p.stem: p.read_text(encoding="utf-8") for p in (tmp_path / "runs").glob("*.html")}
+    page = next(html for name, html in pages.items() if "nan_grads" in name)
+    header = page.split("</header>", 1)[0]
+    assert grads_line in header
+    assert "final loss" not in header
+    assert "projected loss" not in header
+    assert "none: its gradients went non-finite at step 30" in page
+    page = next(html for name, html in pages.items() if "nan_loss" in name)
+    assert loss_line in page.split("</header>", 1)[0]
+    healthy = next(html for name, html in pages.items() if "healthy" in name)
+    assert "diverged" not in healthy.split("</header>", 1)[0]
+    assert "final loss" in healthy.split("</header>", 1)[0]
