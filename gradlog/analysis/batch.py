@@ -112,9 +112,33 @@ LR_KEYS = ("lr", "learning_rate", "peak_lr", "max_lr", "base_lr")
 """Hyperparameters a sweep over which outranks a run's own learning-rate rule of thumb."""
 
 
+def _deferred(f: Finding, key: str, mine: float, best: float, sweep: str) -> Finding:
+    """A run's lr finding read against the lr sweep it is part of (see :func:`defer_to_sweeps`)."""
+    if f.kind not in (Kind.LR_TOO_HIGH, Kind.LR_TOO_LOW):
+        return f
+    high = f.kind is Kind.LR_TOO_HIGH
+    evidence = {**f.evidence, "sweep_best_value": best}
+    if mine == best:
+        why = f"{sweep} found this run's {key} the best, which outranks this rule of thumb"
+    elif (mine < best) == high:  # too high below the best lr, too low above it
+        side = "below" if high else "above"
+        why = f"{sweep} contradicts it: this run's {key}={mine:.3g} is {side} the best"
+    else:
+        agrees = f"{f.message} {sweep[0].upper()}{sweep[1:]} agrees."
+        return dataclasses.replace(f, message=agrees, evidence=evidence)
+    return dataclasses.replace(
+        f, severity=Severity.INFO, message=f"{f.message} But {why}.", evidence=evidence
+    )
+
+
 def defer_to_sweeps(results: list[RunResult], cfg: AnalysisConfig) -> None:
-    """A learning-rate sweep in the batch outranks each swept run's single-run lr findings:
-    they become info, pointing at the sweep."""
+    """A learning-rate sweep in the batch outranks each swept run's single-run lr findings.
+
+    The run whose lr did best in the sweep keeps no lr warning: its lr_too_high/lr_too_low
+    becomes info naming the sweep (the rule of thumb read its update ratios; the sweep measured
+    the outcome). A finding that contradicts the sweep (too high on a run below the best lr, too
+    low on one above it) becomes info too; one that agrees with it keeps its severity and names
+    the best lr."""
     if "sweep" in cfg.disabled or len(results) < cfg.sweep_min_runs:
         return
     rows = batch_rows(results)
@@ -122,18 +146,16 @@ def defer_to_sweeps(results: list[RunResult], cfg: AnalysisConfig) -> None:
     for key, group, _fixed in sets:
         if key.lower() not in LR_KEYS:
             continue
+        done = {i: o for i in group if (o := rows[i].outcome) is not None and math.isfinite(o)}
+        if not done:  # every run failed: the sweep has no best lr to go by
+            continue
+        best = float(rows[min(done, key=done.__getitem__)].config[key])
+        values = ", ".join(f"{v:.3g}" for v in sorted({float(rows[i].config[key]) for i in group}))
+        sweep = f"the sweep over {key} in this batch ({values}; best outcome at {key}={best:.3g})"
         for i in group:
-            res = results[i]
-            res.findings = [
-                dataclasses.replace(
-                    f,
-                    severity=Severity.INFO,
-                    message=f"{f.message} The sweep over {key} in this batch outranks this rule "
-                    "of thumb: see the sweep finding.",
-                )
-                if f.kind in (Kind.LR_TOO_HIGH, Kind.LR_TOO_LOW) and f.severity > Severity.INFO
-                else f
-                for f in res.findings
+            mine = float(rows[i].config[key])
+            results[i].findings = [
+                _deferred(f, key, mine, best, sweep) for f in results[i].findings
             ]
 
 

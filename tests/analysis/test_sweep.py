@@ -1,12 +1,15 @@
+import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from gradlog.analysis import AnalysisConfig
-from gradlog.analysis.findings import Finding
+from gradlog.analysis import AnalysisConfig, analyze
+from gradlog.analysis.findings import Finding, Kind, Severity
 from gradlog.analysis.sweep import sweep_findings as _sweep_findings
-from tests.analysis.synth import batch_row
+from tests.analysis.synth import batch_row, make_run
 
 
 def sweep_findings(runs: list[dict[str, Any]], cfg: AnalysisConfig) -> list[Finding]:
@@ -118,3 +121,65 @@ def test_a_vertex_that_contradicts_the_runs_is_not_suggested() -> None:
     assert f.evidence["best_value"] == 3e-3
     assert "suggested_value" not in f.evidence
     assert "contradicts the runs" in f.hint
+
+
+def _lr_run(root: Path, lr: float) -> Path:
+    """A run at ``lr`` whose update ratio is lr / 2 (0.05 at lr 0.1: above the 1e-2 band) and
+    whose loss levels off at a height set by hand: 0.1 reaches the lowest loss; 0.1 and 0.3
+    oscillate step to step (the too-high symptom that makes a single-run lr_too_high a
+    warning)."""
+    n = 200
+    t = np.arange(n)
+    floor = {0.01: 1.2, 0.03: 0.8, 0.1: 0.3, 0.3: 0.9}[lr]
+    loss = 2.0 * np.exp(-t / 30.0) + floor
+    if lr >= 0.1:
+        loss *= 1 + 0.08 * np.where(t % 2 == 0, 1.0, -1.0)
+    return make_run(
+        root,
+        f"lr{lr:g}",
+        {"fc.weight": np.ones(n)},
+        loss=loss,
+        param_norms={"fc.weight": np.full(n, 10.0)},
+        update_norms={"fc.weight": np.full(n, 10.0 * lr / 2)},
+        config={"lr": lr, "model": "mlp"},
+        optimizer={"class": "SGD", "param_groups": [{"lr": lr}]},
+    )
+
+
+def test_an_lr_sweep_outranks_the_best_runs_own_lr_finding(tmp_path: Path) -> None:
+    """Alone, the lr=0.1 run's update ratio (0.05) and oscillating loss make lr_too_high a
+    warning; in a batch with the sweep 0.01/0.03/0.1/0.3, where 0.1 reached the lowest loss,
+    the finding is info and names the sweep."""
+    runs = [_lr_run(tmp_path, lr) for lr in (0.01, 0.03, 0.1, 0.3)]
+    alone = analyze([runs[2]]).runs[0]
+    (high,) = [f for f in alone.findings if f.kind is Kind.LR_TOO_HIGH and f.tensor is None]
+    assert high.severity is Severity.WARNING
+
+    batch = analyze(runs)
+    (sweep,) = [f for f in batch.batch_findings if f.kind is Kind.SWEEP]
+    assert sweep.evidence["best_value"] == 0.1
+    best = next(r for r in batch.runs if r.run_id == "lr0.1")
+    lr_findings = [f for f in best.findings if f.kind in (Kind.LR_TOO_HIGH, Kind.LR_TOO_LOW)]
+    assert lr_findings, "the finding is kept, at info, pointing at the sweep"
+    for f in lr_findings:
+        assert f.severity is Severity.INFO
+        assert "the sweep over lr in this batch (0.01, 0.03, 0.1, 0.3" in f.message
+        assert "found this run's lr the best" in f.message
+        assert f.evidence["sweep_best_value"] == 0.1
+    # lr 0.3, above the best, keeps its warning: the sweep agrees with it
+    top = next(r for r in batch.runs if r.run_id == "lr0.3")
+    (got,) = [f for f in top.findings if f.kind is Kind.LR_TOO_HIGH and f.tensor is None]
+    assert got.severity is Severity.WARNING
+    assert "best outcome at lr=0.1) agrees." in got.message
+
+
+def test_a_finding_that_contradicts_the_sweep_becomes_info() -> None:
+    """lr_too_high on a run whose lr is below the sweep's best contradicts the sweep."""
+    from gradlog.analysis.batch import _deferred
+
+    f = Finding("r", "update_ratio", Kind.LR_TOO_HIGH, Severity.WARNING, None, 0, 9, {}, "m", "h")
+    got = _deferred(f, "lr", 0.03, 0.1, "the sweep over lr in this batch (...)")
+    assert got.severity is Severity.INFO
+    assert "contradicts it: this run's lr=0.03 is below the best" in got.message
+    low = dataclasses.replace(f, kind=Kind.LR_TOO_LOW)
+    assert _deferred(low, "lr", 0.03, 0.1, "the sweep").severity is Severity.WARNING
