@@ -4,6 +4,7 @@ low, dying units) read only that segment; the others say where it ended."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,3 +101,132 @@ def healthy_loss(frames: RunFrames, cfg: AnalysisConfig) -> tuple[np.ndarray, np
     end = phases(frames, cfg).healthy_end
     keep = np.isfinite(loss) & (step < end if end is not None else True)
     return step[keep], loss[keep]
+
+
+FP16_MAX = 65504.0
+"""The largest finite float16 value: a scaled gradient beyond it overflows to Inf."""
+OVERFLOW_EDGE = FP16_MAX / 16
+"""A skip whose non-finite tensors' largest finite value x loss scale reaches this (within 16x
+of the fp16 maximum) shows the scaled gradients at the edge of the fp16 range: an overflow."""
+
+
+@dataclass(frozen=True)
+class ScalerSkip:
+    """A GradScaler skip at a finite loss, with the evidence that tells probing from a fault."""
+
+    step: int
+    scale: float
+    high_water: float | None
+    """The largest loss scale of the steps before (None at the first step)."""
+    initial: bool
+    """No step before it was applied: the scaler is still searching its first scale."""
+    consecutive: int
+    """Skipped steps in a row ending here (1: the step before was applied)."""
+    grew: bool
+    """The scale is larger than at the step before: the scaler just grew it."""
+    tensors: list[str]
+    """The tensors whose recorded gradient held NaN/Inf, output side first."""
+    recorded: int
+    """Tensors recorded at the step."""
+    peak: float | None
+    """The largest finite value of those tensors x the loss scale (None: none recorded)."""
+
+    @property
+    def probing(self) -> bool:
+        """Right after the scale grew, at its high-water mark, or in the initial search: where
+        the scaler probes for overflow."""
+        if self.initial or self.grew or self.high_water is None or not math.isfinite(self.scale):
+            return True
+        return self.scale >= self.high_water
+
+    @property
+    def overflow(self) -> bool:
+        """The non-finite tensors' finite values reach the edge of the fp16 range."""
+        return self.peak is not None and self.peak >= OVERFLOW_EDGE
+
+    @property
+    def fault(self) -> bool:
+        """A real NaN/Inf, not the scaler's probing: non-finite gradients at a scale below its
+        high-water mark that did not just grow (one the scaler halved to after an overflow),
+        whose finite values stay far from the fp16 maximum an overflow reaches."""
+        return bool(self.tensors) and not self.probing and not self.overflow
+
+
+def _skip_tensors(frames: RunFrames, steps: list[int]) -> pl.DataFrame:
+    """step, tensor, nonfinite, absmax of the recorded gradients at ``steps`` (ranks merged: the
+    counts add, absmax takes the max), read from the parts: the frames hold no absmax."""
+    empty = pl.DataFrame(
+        schema={"step": pl.Int64, "tensor": pl.String, "nonfinite": pl.Int64, "absmax": pl.Float64}
+    )
+    lf = frames.run.scan("tensors")
+    if lf is None or not steps:
+        return empty
+    wanted = pl.Series(steps, dtype=pl.Int64).implode()
+    return (
+        lf.filter((pl.col("kind") == "grad") & pl.col("step").cast(pl.Int64).is_in(wanted))
+        .group_by(pl.col("step").cast(pl.Int64), pl.col("tensor").cast(pl.String))
+        .agg(
+            pl.col("nonfinite").cast(pl.Int64).sum(),
+            pl.col("absmax").cast(pl.Float64).max(),
+        )
+        .collect()
+    )
+
+
+def scaler_skips(frames: RunFrames, cfg: AnalysisConfig) -> list[ScalerSkip]:
+    """The GradScaler's skipped steps at which the loss was finite (or not logged), each with
+    its scale history and non-finite tensors (cached on ``frames``). Skips at a non-finite loss
+    are real NaNs of the forward pass or the batch and are left to the nonfinite detector."""
+    key = f"scaler_skips:{cfg.loss_name}"
+    if key in frames.cache:
+        cached: list[ScalerSkip] = frames.cache[key]
+        return cached
+    st = frames.steps.select("step", "loss_scale", "skipped").sort("step")
+    step = st["step"].to_numpy().astype(np.int64)
+    skipped = st["skipped"].fill_null(False).to_numpy().astype(bool)
+    scale = st["loss_scale"].cast(pl.Float64).to_numpy()
+    lstep, lval = frames.loss(cfg.loss_name)
+    bad_loss = {int(s) for s in lstep[~np.isfinite(lval)]}
+    idx = [i for i in np.flatnonzero(skipped) if int(step[i]) not in bad_loss]
+    rows = _skip_tensors(frames, [int(step[i]) for i in idx])
+    order = frames.run.catalogue.select(
+        pl.col("tensor").cast(pl.String), pl.col("backward_order").fill_null(1 << 30)
+    )
+    rows = rows.join(order, on="tensor", how="left").sort("step", "backward_order", "tensor")
+    nf = pl.col("nonfinite") > 0
+    per_step = {
+        int(r["step"]): r
+        for r in rows.group_by("step", maintain_order=True)
+        .agg(
+            pl.len().alias("recorded"),
+            pl.col("tensor").filter(nf).alias("bad"),
+            pl.col("absmax").filter(nf).max().alias("peak"),
+        )
+        .iter_rows(named=True)
+    }
+    pos = np.arange(len(step))
+    streak = pos - np.maximum.accumulate(np.where(~skipped, pos, -1))  # skips in a row
+    top = np.maximum.accumulate(np.where(np.isfinite(scale), scale, -np.inf))
+    applied = np.cumsum(~skipped)  # applied steps up to and including each row
+    out: list[ScalerSkip] = []
+    for i in idx:
+        s = int(step[i])
+        got = per_step.get(s)
+        sc = float(scale[i])
+        hw = float(top[i - 1]) if i > 0 and np.isfinite(top[i - 1]) else None
+        peak = got["peak"] if got is not None else None
+        out.append(
+            ScalerSkip(
+                step=s,
+                scale=sc,
+                high_water=hw,
+                initial=bool(applied[i] == 0),
+                consecutive=int(streak[i]),
+                grew=bool(i > 0 and scale[i] > scale[i - 1]),
+                tensors=[str(t) for t in got["bad"]] if got is not None else [],
+                recorded=int(got["recorded"]) if got is not None else 0,
+                peak=float(peak) * sc if peak is not None and np.isfinite(sc) else None,
+            )
+        )
+    frames.cache[key] = out
+    return out

@@ -204,3 +204,126 @@ def test_a_run_whose_gradients_went_nonfinite_ranks_after_healthy_runs() -> None
     assert nan_grads.convergence.failure == (
         "diverged at step 30 (gradients non-finite); last healthy loss 0.5 at step 29"
     )
+
+
+def _scaler_run(
+    frames_of: FramesOf,
+    n: int,
+    scale: np.ndarray,
+    skipped: np.ndarray,
+    bad: dict[str, list[tuple[int, tuple[int, float]]]],
+) -> Any:
+    """Three tensors (backward order out, mid, in) of norm 0.01 (absmax 1e-3) and a finite
+    loss; ``bad[t]`` lists the skipped steps at which t held NaN/Inf, each with its own norm."""
+    norms = {t: np.full(n, 0.01) for t in ("in", "mid", "out")}
+    nf = {t: np.zeros(n) for t in norms}
+    for t, steps in bad.items():
+        for s, (count, norm) in steps:
+            nf[t][s] = count
+            norms[t][s] = norm
+    return frames_of(
+        norms,
+        nonfinite=nf,
+        loss=2.0 * np.exp(-np.arange(n) / 1000.0) + 0.5,
+        skipped=skipped,
+        loss_scale=scale,
+    )
+
+
+def test_routine_gradscaler_probing_is_info(frames_of: FramesOf, cfg: AnalysisConfig) -> None:
+    """The scaler's cycle: 32768 for 2000 steps, grow to 65536, the first step there overflows
+    (a few Inf elements in the output layer, whose finite values x 65536 reach 60000, at the
+    edge of the fp16 range), the scale halves and training goes on."""
+    n = 6300
+    scale = np.full(n, 32768.0)
+    skipped = np.zeros(n, dtype=bool)
+    skips = [100, 2101, 4102]
+    for s in skips:
+        scale[s] = 65536.0
+        skipped[s] = True
+    edge = 60000 / 65536 * 10  # norm of 100 values whose absmax x 65536 is 60000
+    f = _scaler_run(frames_of, n, scale, skipped, {"out": [(s, (3, edge)) for s in skips]})
+    assert nonfinite.detect(f, cfg) == []
+    (skip,) = [x for x in precision.detect(f, cfg) if "skipped" in x.message]
+    assert skip.severity is Severity.INFO
+    assert "routine" in skip.message
+    assert skip.evidence["skipped_steps"] == 3
+
+
+def test_gradscaler_skip_of_a_nan_born_in_backward_is_not_routine(
+    frames_of: FramesOf, cfg: AnalysisConfig
+) -> None:
+    """The same cycle, but at step 3000 (scale 32768, which had overflowed at 65536 and been
+    halved; no growth since) the loss is finite while mid and in are NaN throughout (a NaN
+    born in mid's backward, flowing to the input side) and out stays finite."""
+    n = 3500
+    scale = np.full(n, 32768.0)
+    skipped = np.zeros(n, dtype=bool)
+    scale[100], skipped[100] = 65536.0, True  # a routine overflow, as above
+    skipped[3000] = True
+    scale[3001:] = 16384.0  # halved after the skip
+    edge = 60000 / 65536 * 10
+    f = _scaler_run(
+        frames_of,
+        n,
+        scale,
+        skipped,
+        {"out": [(100, (3, edge))], "mid": [(3000, (100, np.nan))], "in": [(3000, (100, np.nan))]},
+    )
+    (real,) = nonfinite.detect(f, cfg)
+    assert real.severity is Severity.WARNING
+    assert (real.step_start, real.tensor) == (3000, "mid")
+    assert "not to probe its loss scale" in real.message
+    assert "gradients of mid, in (2 of 3 recorded tensors, the rest finite)" in real.message
+    assert "below the scale's high-water mark 65536" in real.message
+    assert real.evidence["loss_scale"] == 32768.0
+    # the overflow at step 100 stays routine; the NaN is not counted as probing
+    (skip,) = [x for x in precision.detect(f, cfg) if "skipped" in x.message]
+    assert (skip.severity, skip.evidence["skipped_steps"]) == (Severity.INFO, 1)
+    assert phases(f, cfg).healthy_end is None  # skipped: the weights stayed clean
+
+
+def test_the_amp_samples_overflows_are_told_apart_by_their_fp16_headroom(
+    cfg: AnalysisConfig,
+) -> None:
+    """The committed amp sample (a healthy fp16 run): its 5 skips are overflows. Step 126 came
+    at 524288, below the high-water mark 1048576, yet the finite values of out.weight x scale
+    reached 63648, at the edge of fp16 (65504): still routine."""
+    from pathlib import Path
+
+    from gradlog.analysis.frames import DETECTOR_COLUMNS, build_frames
+    from gradlog.analysis.loading import load_run
+    from gradlog.analysis.phases import scaler_skips
+
+    logs = Path(__file__).resolve().parents[2] / "sample_runs" / "logs"
+    f = build_frames(load_run(logs / "amp" / "amp"), DETECTOR_COLUMNS)
+    skips = {k.step: k for k in scaler_skips(f, cfg)}
+    assert sorted(skips) == [79, 122, 126, 167, 188]
+    assert not any(k.fault for k in skips.values())
+    k = skips[126]
+    assert (k.probing, k.overflow, k.tensors) == (False, True, ["out.weight"])
+    assert k.peak is not None
+    assert 60000 < k.peak <= 65504
+
+
+def test_a_skip_is_a_fault_only_without_probing_and_without_fp16_headroom() -> None:
+    from gradlog.analysis.phases import ScalerSkip
+
+    def skip(scale: float, grew: bool, peak: float | None) -> ScalerSkip:
+        return ScalerSkip(
+            step=5,
+            scale=scale,
+            high_water=65536.0,
+            initial=False,
+            consecutive=1,
+            grew=grew,
+            tensors=["w"],
+            recorded=2,
+            peak=peak,
+        )
+
+    assert not skip(65536.0, grew=False, peak=0.0).fault  # at the high-water mark: a probe
+    assert not skip(32768.0, grew=True, peak=0.0).fault  # regrown, below the peak: a probe
+    assert not skip(32768.0, grew=False, peak=30000.0).fault  # at the fp16 edge: an overflow
+    assert skip(32768.0, grew=False, peak=50.0).fault
+    assert skip(32768.0, grew=False, peak=0.0).fault

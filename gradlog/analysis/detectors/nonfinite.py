@@ -8,7 +8,7 @@ import polars as pl
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.frames import RunFrames
-from gradlog.analysis.phases import nonfinite_grad_steps
+from gradlog.analysis.phases import FP16_MAX, ScalerSkip, nonfinite_grad_steps, scaler_skips
 from gradlog.analysis.registry import detector
 
 
@@ -71,6 +71,57 @@ def _origin(frames: RunFrames, cfg: AnalysisConfig, first: int) -> tuple[str | N
             "tensor can be named from the gradients"
         )
     return None, why, n_bad
+
+
+def _skip_fault(frames: RunFrames, faults: list[ScalerSkip]) -> Finding:
+    """The warning for GradScaler skips that were not probing (see :class:`ScalerSkip`)."""
+    k = faults[0]
+    origin = k.tensors[0]
+    rest = k.recorded - len(k.tensors)
+    where = f"{_named(k.tensors)} ({len(k.tensors)} of {k.recorded} recorded tensors" + (
+        ", the rest finite)" if rest > 0 else ")"
+    )
+    streak = (
+        f", skip {k.consecutive} in a row: the NaN/Inf persisted while the scale was halved"
+        if k.consecutive > 1
+        else ""
+    )
+    peak = (
+        f"their largest finite value x scale was {k.peak:.3g}, far from the fp16 maximum "
+        f"{FP16_MAX:g} that an overflow reaches"
+        if k.peak
+        else "none of their values was both finite and nonzero"
+    )
+    more = (
+        f" ({len(faults)} such skips, the last at step {faults[-1].step})"
+        if len(faults) > 1
+        else ""
+    )
+    return make(
+        frames.run_id,
+        "nonfinite",
+        Kind.NONFINITE,
+        Severity.WARNING,
+        f"The GradScaler skipped step {k.step}, but not to probe its loss scale{more}: the loss "
+        f"was finite and the gradients of {where} were non-finite at scale {k.scale:g}, below "
+        f"the scale's high-water mark {k.high_water or 0:g} (the scaler had halved it after "
+        "an overflow, and it had not grown since: no probe)"
+        f"{streak}; {peak}. A NaN/Inf born in the backward pass, starting at {origin}.",
+        f"Look at the backward of {origin}'s layer at step {k.step} (sqrt/log/pow/division at "
+        "0, a custom autograd Function); torch.autograd.set_detect_anomaly(True) on a rerun "
+        "names the op. The scaler only hides it by skipping the step; if it recurs, the scale "
+        "collapses.",
+        tensor=origin,
+        steps=(k.step, faults[-1].step),
+        first_step=k.step,
+        skipped_not_probing=len(faults),
+        loss_scale=k.scale,
+        high_water_scale=k.high_water or 0.0,
+        scaled_finite_max=k.peak if k.peak is not None else 0.0,
+        tensors_nonfinite=len(k.tensors),
+        tensors_recorded=k.recorded,
+        consecutive_skips=k.consecutive,
+    )
 
 
 @detector("nonfinite")
@@ -142,6 +193,9 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
                 tensors_nonfinite=len(names),
             )
         )
+    faults = [k for k in scaler_skips(frames, cfg) if k.fault]
+    if faults:
+        out.append(_skip_fault(frames, faults))
     bad_loss = [int(s) for s in step_arr[~np.isfinite(loss)] if int(s) not in skipped]
     if bad_loss:
         out.append(

@@ -8,6 +8,7 @@ import polars as pl
 from gradlog.analysis.config import AnalysisConfig
 from gradlog.analysis.findings import Finding, Kind, Severity, make
 from gradlog.analysis.frames import RunFrames
+from gradlog.analysis.phases import scaler_skips
 from gradlog.analysis.registry import detector
 
 
@@ -69,8 +70,12 @@ def detect(frames: RunFrames, cfg: AnalysisConfig) -> list[Finding]:
         skipped = st.filter(pl.col("skipped").fill_null(False))
         lstep, lval = frames.loss(cfg.loss_name)
         nan_loss = pl.Series([int(x) for x in lstep[~np.isfinite(lval)]], dtype=pl.Int64)
-        # skips at a non-finite loss are real NaNs (the nonfinite detector's), not overflows
-        skipped = skipped.filter(~pl.col("step").is_in(nan_loss.implode()))
+        # skips at a non-finite loss, and skips whose NaN/Inf the scale does not explain, are
+        # real NaNs (the nonfinite detector's), not overflows
+        faults = pl.Series([k.step for k in scaler_skips(frames, cfg) if k.fault], dtype=pl.Int64)
+        skipped = skipped.filter(
+            ~pl.col("step").is_in(nan_loss.implode()) & ~pl.col("step").is_in(faults.implode())
+        )
         share = skipped.height / max(st.height, 1)
         if skipped.height:
             frequent = share > cfg.precision_skip_frac
