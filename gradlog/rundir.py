@@ -206,36 +206,39 @@ class Part:
 
 
 def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] | None, int]:
-    """(why ``path`` cannot be read as ``table`` or None, (first, last) step from the footer
-    statistics or None, rows). Reads only the footer."""
+    """(why ``path`` cannot be read as ``table`` or None, (first, last) step or None, rows).
+
+    Reads the footer and the ``step`` column (delta-coded: a few bytes per thousand rows). The
+    step range comes from the data, not from the footer's column-chunk statistics: pyarrow
+    aborts the process (std::terminate) when it builds the metadata of a column chunk whose type
+    field is corrupt, where reading the column raises.
+    """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
         with open(path, "rb") as f:  # a file object: Arrow cannot open a non-UTF-8 path
             footer = pq.read_metadata(f)
-        schema = footer.schema.to_arrow_schema()
-    except Exception as exc:  # any corruption: truncated, zero bytes, flipped footer
+            schema = footer.schema.to_arrow_schema()
+            reason = _schema_problem(schema, table)
+            if reason is not None:
+                return reason, None, 0
+            f.seek(0)
+            step = pq.read_table(f, columns=["step"], use_threads=False).column("step")
+    except Exception as exc:  # any corruption: truncated, zero bytes, flipped footer or pages
         return f"{type(exc).__name__}: {str(exc)[:200]}", None, 0
-    reason = _schema_problem(schema, table)
-    if reason is not None:
-        return reason, None, 0
-    return None, _step_range(footer), int(footer.num_rows)
-
-
-def _step_range(footer: Any) -> tuple[int, int] | None:
-    try:
-        col = footer.schema.names.index("step")
-        lo: list[int] = []
-        hi: list[int] = []
-        for i in range(footer.num_row_groups):
-            st = footer.row_group(i).column(col).statistics
-            if st is None or not st.has_min_max:
-                return None
-            lo.append(int(st.min))
-            hi.append(int(st.max))
-    except Exception:  # odd statistics: the readers check the data instead
-        return None
-    return (min(lo), max(hi)) if lo else None
+    rows = int(footer.num_rows)
+    if len(step) != rows:
+        return f"the step column holds {len(step)} rows, the footer says {rows}", None, 0
+    if not rows:
+        return None, None, 0
+    if step.null_count:
+        return "column step holds nulls", None, 0
+    bounds = pc.min_max(step)
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    if lo < 0:
+        return "column step holds negative steps", None, 0
+    return None, (int(lo), int(hi)), rows
 
 
 def _schema_problem(schema: Any, table: Table) -> str | None:

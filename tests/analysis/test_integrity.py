@@ -168,12 +168,6 @@ def test_the_analysis_can_skip_verification(recorded: Path) -> None:
     assert build_frames(data).grad.height
 
 
-@pytest.mark.xfail(
-    reason="gradlog/rundir.py inspect_part reads the footer's step statistics through pyarrow's "
-    "FileMetaData.row_group(i).column(j), which aborts the process (std::terminate, pyarrow "
-    "26) when that column chunk's type field is corrupt; reading the data raises OSError",
-    strict=False,
-)
 def test_a_corrupt_column_type_in_the_footer_is_named_not_an_abort(
     recorded: Path, tmp_path: Path
 ) -> None:
