@@ -80,8 +80,8 @@ def main() -> None:
     print("\nBytes per row of each column, as stored (schema 2, one part per run):\n")
     print("| run | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
-    for run, cols in per_column.items():
-        print(f"| {run} | " + " | ".join(f"{cols.get(n, 0):.2f}" for n in names) + " |")
+    for run, shares in per_column.items():
+        print(f"| {run} | " + " | ".join(f"{shares.get(n, 0):.2f}" for n in names) + " |")
 
 
 if __name__ == "__main__":

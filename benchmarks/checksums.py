@@ -25,6 +25,7 @@ Time, per data set, each contender ``--repeat`` times, interleaved in a shuffled
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import random
@@ -182,16 +183,14 @@ def main() -> None:
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for label, runs in sets.items():
-            t = _timings(
-                {
-                    "read_off": lambda runs=runs: _read(runs, False),
-                    "read_on": lambda runs=runs: _read(runs, True),
-                    "an_off": lambda runs=runs: _analyse(runs, False),
-                    "an_on": lambda runs=runs: _analyse(runs, True),
-                    "check": lambda runs=runs: _check(runs),
-                },
-                args.repeat,
-            )
+            contenders: dict[str, Callable[[], None]] = {
+                "read_off": functools.partial(_read, runs, False),
+                "read_on": functools.partial(_read, runs, True),
+                "an_off": functools.partial(_analyse, runs, False),
+                "an_on": functools.partial(_analyse, runs, True),
+                "check": functools.partial(_check, runs),
+            }
+            t = _timings(contenders, args.repeat)
 
             def med(k: str, t: dict[str, tuple[list[float], list[float]]] = t) -> str:
                 return f"{statistics.median(t[k][0]):.3f} / {statistics.median(t[k][1]):.3f}"

@@ -45,7 +45,7 @@ def _record(root: Path, run_id: str, *, world_size: int = 1) -> Path:
         for _ in range(STEPS):
             opt.zero_grad()
             loss = torch.nn.functional.mse_loss(model(x), y)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             rec.log(loss=loss.item())
     return root / run_id
@@ -71,6 +71,11 @@ def _raw_meta(text: str | bytes) -> Callable[[Path], None]:
         path.write_bytes(text.encode() if isinstance(text, str) else text)
 
     return damage
+
+
+def _meta_deep_field(run: Path) -> None:
+    text = (run / META_FILE).read_text()[:-1]
+    (run / META_FILE).write_text(text + ', "config": ' + "[" * 50_000 + "]" * 50_000 + "}")
 
 
 def _meta_fields(**fields: Any) -> Callable[[Path], None]:
@@ -247,9 +252,7 @@ FAULTS: dict[str, Callable[[Path], None]] = {
     "meta-zero-bytes": _raw_meta(b""),
     "meta-not-utf8": _raw_meta(b'{"run_id": "\xff\xfe"}'),
     "meta-deep": _raw_meta("[" * 100_000 + "]" * 100_000),
-    "meta-deep-field": lambda run: (run / META_FILE).write_text(
-        (run / META_FILE).read_text()[:-1] + ', "config": ' + "[" * 50_000 + "]" * 50_000 + "}"
-    ),
+    "meta-deep-field": _meta_deep_field,
     "meta-versions-list": _meta_fields(versions=["torch", 2]),
     "meta-world-size-str": _meta_fields(world_size="2"),
     "meta-world-size-huge": _meta_fields(world_size=10**30),
