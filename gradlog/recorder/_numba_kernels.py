@@ -76,10 +76,14 @@ def _extremes(b, u):
 
 @njit(**_OPTS)
 def _zeros(x):
-    z = 0
+    """Zeros (+0 and -0) of a block, counted in float32 lanes (exact: a block holds far fewer
+    than 2**24 elements), which vectorise twice as wide as integer counts here."""
+    z = np.float32(0)
+    one = np.float32(1)
+    nil = np.float32(0)
     for i in range(x.size):
-        z += 1 if x[i] == 0 else 0
-    return z
+        z += one if x[i] == 0 else nil
+    return np.int64(z)
 
 
 @njit(**_OPTS)
@@ -298,6 +302,60 @@ def difference(before, after, sizes, wide, stats):
             )
 
 
+@njit(**_OPTS)
+def _copy_tensor(x, y, acc, want_stats, smallest, scratch_b, scratch_u):
+    """Copy ``x`` into ``y`` block by block; with ``want_stats`` take the statistics of each
+    block from the copy while it is still in L1 (the source is read once)."""
+    n = x.size
+    acc[0] = n
+    acc[3] = math.inf
+    acc[4] = -math.inf
+    for start in range(0, n, BLOCK):
+        end = min(n, start + BLOCK)
+        xb = x[start:end]
+        yb = y[start:end]
+        for i in range(yb.size):
+            yb[i] = xb[i]
+        if want_stats:
+            b = yb.view(scratch_b.dtype)
+            u = yb.view(scratch_u.dtype)
+            _block_stats(yb, b, u, acc, smallest, scratch_b, scratch_u)
+    acc[5] = 0.0 if acc[3] > acc[4] else max(-acc[3], acc[4])
+
+
+@njit(**_OPTS)
+def copy(sources, targets, sizes, wide, stats, want_stats):
+    """Copy each tensor at ``sources`` to the buffer at ``targets`` (addresses and dtype as in
+    :func:`fused`) and, with ``want_stats``, fill ``stats`` [n, 8] (zeroed by the caller) with
+    the statistics of the copied values in the same pass."""
+    for t in range(sources.size):
+        row = stats[t if want_stats else 0]
+        if wide:
+            x = carray(_address(sources[t]), (sizes[t],), np.float64)
+            y = carray(_address(targets[t]), (sizes[t],), np.float64)
+            _copy_tensor(
+                x,
+                y,
+                row,
+                want_stats,
+                np.int64(-(2**63)),
+                np.empty(1, np.int64),
+                np.empty(1, np.uint64),
+            )
+        else:
+            x32 = carray(_address(sources[t]), (sizes[t],), np.float32)
+            y32 = carray(_address(targets[t]), (sizes[t],), np.float32)
+            _copy_tensor(
+                x32,
+                y32,
+                row,
+                want_stats,
+                np.int32(-(2**31)),
+                np.empty(1, np.int32),
+                np.empty(1, np.uint32),
+            )
+
+
 def warm_up() -> None:
     """Run each kernel once on tiny numpy inputs (compiles it, or loads it from the cache)."""
     for dtype in (np.float32, np.float64):
@@ -308,3 +366,5 @@ def warm_up() -> None:
         stats = np.zeros((1, 8))
         fused(addresses, sizes, wide, stats, np.zeros((1, HIST_BINS), dtype=np.int64), True)
         difference(addresses, addresses, sizes, wide, stats)
+        y = np.empty_like(x)
+        copy(addresses, np.array([y.ctypes.data], dtype=np.int64), sizes, wide, stats, True)

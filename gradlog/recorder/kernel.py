@@ -2,7 +2,8 @@
 
 :func:`fused_stats` reads each tensor once and returns the statistics of
 :data:`gradlog.schema.STAT_COLUMNS` and, when asked, the exponent histogram; :func:`diff_stats`
-returns the statistics of ``after - before`` without writing the difference. Both need the
+returns the statistics of ``after - before`` without writing the difference; :func:`copy_stats`
+copies tensors into buffers and takes their statistics in the same pass. All need the
 compiled kernels, which :func:`start_loading` prepares in a daemon thread: a low-priority child
 process compiles them into numba's on-disk cache (first run on a machine, some seconds of one
 core), then the thread loads them from there. Until :func:`ready` is True, and for good when
@@ -128,6 +129,7 @@ def warm_up(module: ModuleType) -> None:
         x = torch.tensor([1.0, -0.0, float("nan"), 1e-40], dtype=dtype)
         fused_stats([x], hist=True, module=module)
         diff_stats([x], [x], module=module)
+        copy_stats([x], [torch.empty_like(x)], stats=True, module=module)
 
 
 def start_loading(*, wait: bool = False) -> bool:
@@ -236,3 +238,50 @@ def diff_stats(
         if len(rows) != n:
             stats[rows] = part
     return stats
+
+
+def copyable(sources: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> bool:
+    """Whether :func:`copy_stats` can copy ``sources`` into ``targets``: CPU, strided,
+    contiguous, float32 or float64, each target of its source's dtype and size."""
+    for x, y in zip(sources, targets, strict=True):
+        if (
+            x.device.type != "cpu"
+            or y.device.type != "cpu"
+            or x.layout != torch.strided
+            or y.layout != torch.strided
+            or x.dtype not in (torch.float32, torch.float64)
+            or y.dtype != x.dtype
+            or y.numel() != x.numel()
+            or not x.is_contiguous()
+            or not y.is_contiguous()
+        ):
+            return False
+    return True
+
+
+def copy_stats(
+    sources: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    *,
+    stats: bool,
+    module: ModuleType | None = None,
+) -> np.ndarray | None:
+    """Copy ``sources[i]`` into ``targets[i]`` (see :func:`copyable`) and, with ``stats``,
+    return their statistics ``[n, 8]`` (as :func:`fused_stats`) from the same pass: each
+    source is read once and each target written once."""
+    k = _module(module)
+    n = len(sources)
+    out = np.zeros((n if stats else 1, len(STAT_COLUMNS)))
+    for is_wide in (False, True):
+        dtype = torch.float64 if is_wide else torch.float32
+        rows = [i for i, x in enumerate(sources) if x.dtype == dtype]
+        if not rows:
+            continue
+        src = np.array([sources[i].data_ptr() for i in rows], dtype=np.int64)
+        dst = np.array([targets[i].data_ptr() for i in rows], dtype=np.int64)
+        sizes = np.array([sources[i].numel() for i in rows], dtype=np.int64)
+        part = out if len(rows) == n or not stats else np.zeros((len(rows), len(STAT_COLUMNS)))
+        k.copy(src, dst, sizes, is_wide, part, stats)
+        if stats and len(rows) != n:
+            out[rows] = part
+    return out if stats else None

@@ -47,6 +47,7 @@ from gradlog.recorder.meta import (
 )
 from gradlog.recorder.naming import create_run_dir, validate_name
 from gradlog.recorder.stats import (
+    copy_and_stats,
     exponent_histogram,
     stats_and_histogram,
     tensor_stats,
@@ -56,6 +57,7 @@ from gradlog.recorder.writer import Packet, Segment, Writer
 
 MAX_SCALAR_NAME = 256
 _KIND = {"grad": 0, "param": 1, "update": 2}
+_CPU = torch.device("cpu")
 
 
 @dataclass
@@ -75,6 +77,8 @@ class _PendingStep:
 
 def _local(t: torch.Tensor) -> torch.Tensor:
     """The local shard of a DTensor (FSDP2, tensor parallel); the tensor itself otherwise."""
+    if type(t) is torch.Tensor:  # the common case, without a failed attribute lookup
+        return t
     to_local = getattr(t, "to_local", None)
     return to_local() if callable(to_local) else t
 
@@ -269,6 +273,24 @@ class Recorder:
         self._phase = "idle"  # idle | closure (awaiting its first evaluation) | stepping
         self._manual_before: dict[int, torch.Tensor] | None = None  # optimizer=None: before
         self._recordable = [i for i, e in enumerate(self.catalogue.entries) if e.recorded]
+        # Fixed for the recorder's life (the catalogue is): what each step would re-derive.
+        self._slots = [
+            (i, e.param, e.in_optimizer, e.recorded) for i, e in enumerate(self.catalogue.entries)
+        ]
+        self._updated = [i for i in self._recordable if self.catalogue.entries[i].in_optimizer]
+        updated = set(self._updated)
+        self._not_updated = [i for i in self._recordable if i not in updated]
+        self._updated_idx = _frozen_array(self._updated, np.int32)
+        self._recordable_idx = _frozen_array(self._recordable, np.int32)
+        # Rows of [updated; not updated] parameter statistics put back in catalogue order.
+        self._param_order = {
+            _CPU: torch.from_numpy(
+                np.argsort(np.array(self._updated + self._not_updated, dtype=np.int64))
+            )
+        }
+        # The gradient rows of the last step: (indices, their index array, norm rows).
+        self._grad_layout: tuple[tuple[int, ...], np.ndarray, np.ndarray] | None = None
+        self._snapshot_buffers: list[torch.Tensor] = []  # CPU copies, reused (see _copies_of)
         self._closed = False
         self._disabled = False
         self._warned: set[str] = set()
@@ -419,6 +441,7 @@ class Recorder:
             self._order_handles = []
             self._drop_activation_hooks()
             self._snapshot = self._manual_before = None
+            self._snapshot_buffers = []
             if self._watching_clips:
                 clipping.unwatch(self)
             with _LIVE_LOCK:
@@ -701,41 +724,45 @@ class Recorder:
     def _record_grads(self, pending: _PendingStep, step: int) -> Segment | None:
         """Gradient statistics (or only the global norm, off the grads schedule) and the
         exponent histogram of the gradients present now; returns the segment holding the norm."""
-        pending.grads_none = 0
+        none = 0
         with_grad: list[int] = []
         grads: list[torch.Tensor] = []
-        opt_grads: list[torch.Tensor] = []
-        in_opt: list[bool] = []
-        for i, e in enumerate(self.catalogue.entries):
-            g = e.param.grad
+        for i, param, in_optimizer, recorded in self._slots:
+            g = param.grad
             if g is None:
-                if e.in_optimizer and e.param.requires_grad:
-                    pending.grads_none += 1
+                if in_optimizer and param.requires_grad:
+                    none += 1
                 continue
             if g.is_sparse:
-                self._warn("sparse", f"gradlog: sparse gradient of {e.name} is not recorded")
+                name = self.catalogue.entries[i].name
+                self._warn("sparse", f"gradlog: sparse gradient of {name} is not recorded")
                 continue
-            if not e.recorded:  # complex: see the catalogue's not_recorded
+            if not recorded:  # complex: see the catalogue's not_recorded
                 continue
-            g = _local(g)
             with_grad.append(i)
-            grads.append(g)
-            in_opt.append(e.in_optimizer)
-            if e.in_optimizer:
-                opt_grads.append(g)
-        idx = np.array(with_grad, dtype=np.int32)
+            grads.append(_local(g))
+        pending.grads_none = none
+        key = tuple(with_grad)
+        layout = self._grad_layout
+        if layout is None or layout[0] != key:  # the same rows as last step, almost always
+            entries = self.catalogue.entries
+            in_opt = [entries[i].in_optimizer for i in with_grad]
+            layout = (key, _frozen_array(with_grad, np.int32), _frozen_array(in_opt, np.bool_))
+            self._grad_layout = layout
+        _, idx, norm_rows = layout
         run = self._schedules
         seg: Segment | None = None
         hist: torch.Tensor | None = None
         want_hist = bool(grads) and run["hists"](step)
         if grads and run["grads"](step):
             stats, hist = stats_and_histogram(grads, hist=want_hist)  # one pass for both
-            norm_rows = np.array(in_opt, dtype=bool)  # the writer derives the global norm
+            # norm_rows: the rows from which the writer derives the global norm
             seg = Segment("stats", 0, 0, _KIND["grad"], idx, norm_rows=norm_rows)
             pending.parts.append((seg, stats))
             pending.tensor_stats = True
         else:
             # Global norm of what the optimizer sees, NaN when any element is non-finite.
+            opt_grads = [g for g, o in zip(grads, norm_rows, strict=True) if o]
             total = self._global_norm(opt_grads)
             if total is not None:
                 seg = Segment("grad_norm", 0, 0)
@@ -746,22 +773,49 @@ class Recorder:
         return seg
 
     def _params_and_snapshot(self, pending: _PendingStep, step: int, skipped: bool) -> None:
-        """Parameter statistics before the update; a copy for the update (post-hook)."""
+        """Parameter statistics before the update; a copy for the update (post-hook). When
+        both are due, the statistics of the updated parameters come from the copying pass."""
         run = self._schedules
-        if run["params"](step):
-            entries = self._recordable
-            params = [_local(self.catalogue.entries[i].param.detach()) for i in entries]
-            if params:
-                pidx = np.array(entries, dtype=np.int32)
-                stats = tensor_stats(params)
-                pending.parts.append((Segment("stats", 0, 0, _KIND["param"], pidx), stats))
+        want_params = run["params"](step) and bool(self._recordable)
+        entries = self.catalogue.entries
+        updated: torch.Tensor | None = None  # statistics of the updated parameters
         if run["updates"](step) and not skipped:
-            chosen = [i for i in self._recordable if self.catalogue.entries[i].in_optimizer]
-            params = [_local(self.catalogue.entries[i].param.detach()) for i in chosen]
-            self._snapshot = (
-                np.array(chosen, dtype=np.int32),
-                list(torch._foreach_mul(params, 1.0)),
-            )
+            params = [_local(entries[i].param.detach()) for i in self._updated]
+            copies = self._copies_of(params)
+            updated = copy_and_stats(params, copies, stats=want_params)  # one read of each
+            self._snapshot = (self._updated_idx, copies)
+        if not want_params:
+            return
+        if updated is None:
+            stats = tensor_stats([_local(entries[i].param.detach()) for i in self._recordable])
+        elif self._not_updated:  # frozen parameters too: their rows, then catalogue order
+            rest = tensor_stats([_local(entries[i].param.detach()) for i in self._not_updated])
+            device = updated.device
+            order = self._param_order.get(device)
+            if order is None:  # once per device: no host-to-device copy on later steps
+                order = self._param_order[device] = self._param_order[_CPU].to(device)
+            stats = torch.cat([updated, rest.to(device)])[order]
+        else:
+            stats = updated
+        pending.parts.append((Segment("stats", 0, 0, _KIND["param"], self._recordable_idx), stats))
+
+    def _copies_of(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Buffers for a copy of ``params``. CPU buffers are kept and reused at the next update
+        step (the same memory as a fresh copy, without the page faults of allocating it anew
+        every time); on accelerators a fresh copy returns its memory to the caching allocator
+        between update steps, for the activations."""
+        kept = self._snapshot_buffers
+        if len(kept) == len(params) and all(
+            b.shape == p.shape and b.dtype == p.dtype and b.device == p.device
+            for b, p in zip(kept, params, strict=True)
+        ):
+            return kept
+        copies = [torch.empty_like(p, memory_format=torch.contiguous_format) for p in params]
+        if all(p.device.type == "cpu" for p in params):
+            self._snapshot_buffers = copies
+        else:
+            self._snapshot_buffers = []
+        return copies
 
     # ----------------------------------------------------------------- loops without optimizer
     def _manual_snapshot(self, step: int) -> None:
@@ -987,6 +1041,13 @@ class _Concat:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = np.concatenate([self.host, self.pinned.numpy()])
         return out if dtype is None else out.astype(dtype)
+
+
+def _frozen_array(values: list[int] | list[bool], dtype: type[np.generic]) -> np.ndarray:
+    """A read-only array (shared by the packets of many steps)."""
+    out = np.array(values, dtype=dtype)
+    out.flags.writeable = False
+    return out
 
 
 def _on_host(t: torch.Tensor | np.ndarray) -> bool:

@@ -4,7 +4,8 @@
 in :data:`gradlog.schema.STAT_COLUMNS` (count, sum, sumsq, min, max, absmax, zeros, nonfinite) as
 one ``float64`` tensor of shape ``[n, 8]`` on the inputs' device. :func:`exponent_histogram`
 returns ``[n, HIST_BINS]`` counts; :func:`stats_and_histogram` returns both from one pass, and
-:func:`update_stats` the statistics of ``after - before``.
+:func:`update_stats` the statistics of ``after - before``; :func:`copy_and_stats` copies
+tensors (a snapshot) and returns their statistics from the same pass.
 
 Methods: on CPU the default is the one-pass numba kernel of :mod:`gradlog.recorder.kernel`
 (``"fused"``) once it is compiled, which happens off the training thread; until then, or
@@ -256,6 +257,36 @@ def update_stats(
     with torch.no_grad():
         torch._foreach_sub_(list(before), list(after))  # before - after = -update, exactly
     return negate_stats(_torch_stats(before, "auto" if method == "fused" else method))
+
+
+def copy_and_stats(
+    sources: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    *,
+    stats: bool,
+    method: str = "auto",
+) -> torch.Tensor | None:
+    """Copy ``sources[i]`` into ``targets[i]`` (same shapes and dtypes) and, with ``stats``,
+    return :func:`tensor_stats` of the sources.
+
+    The numba kernel reads each source once, writing the copy and taking the statistics from
+    it in the same pass (float32/float64, contiguous, CPU); otherwise ``torch._foreach_copy_``
+    then :func:`tensor_stats`.
+    """
+    _check_method(method)
+    if not sources:
+        return torch.empty((0, NSTATS), dtype=torch.float64) if stats else None
+    if _use_fused(sources, method) and kernel.copyable(sources, targets):
+        rows = kernel.copy_stats(sources, targets, stats=stats)
+        return None if rows is None else torch.from_numpy(rows)
+    if method == "fused":
+        raise ValueError(
+            "method 'fused' copies contiguous float32/float64 CPU tensors into buffers of "
+            "their dtype and size only"
+        )
+    with torch.no_grad():
+        torch._foreach_copy_(list(targets), list(sources))
+    return tensor_stats(sources, method=method) if stats else None
 
 
 def _torch_stats(tensors: Sequence[torch.Tensor], method: str) -> torch.Tensor:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gradlog.recorder import kernel, stats
 from gradlog.recorder.stats import (
+    copy_and_stats,
     exponent_histogram,
     stats_and_histogram,
     tensor_stats,
@@ -85,6 +86,41 @@ def test_fused_update_statistics_match_the_torch_difference(
         assert_stats_match(row, a - b)  # the update as torch computes it, in the dtype
     old = update_stats([b.clone() for b in before], after, method="cpu")
     assert torch.equal(new[:, EXACT], old[:, EXACT])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(tensors(), min_size=1, max_size=5), st.booleans())
+def test_copy_and_stats_copies_exactly_and_matches_tensor_stats(
+    ts: list[torch.Tensor], want: bool
+) -> None:
+    for method in ("auto", "cpu"):
+        targets = [torch.full(t.shape, 7.0, dtype=t.dtype) for t in ts]
+        out = copy_and_stats(ts, targets, stats=want, method=method)
+        for t, c in zip(ts, targets, strict=True):  # bit for bit, NaN, -0.0 and subnormals too
+            assert torch.equal(c.view(-1).view(_bits(c)), t.reshape(-1).view(_bits(t)))
+        if not want:
+            assert out is None
+            continue
+        assert out is not None
+        same = tensor_stats(ts, method="fused" if method == "auto" else method)
+        assert torch.equal(out, same)  # the same kernel on the same values: identical
+
+
+def test_copy_and_stats_fused_rejects_what_it_cannot_copy() -> None:
+    half = [torch.ones(3, dtype=torch.float16)]
+    with pytest.raises(ValueError, match="method 'fused' copies contiguous float32/float64"):
+        copy_and_stats(half, [torch.empty_like(half[0])], stats=True, method="fused")
+    into = [torch.empty_like(half[0])]
+    out = copy_and_stats(half, into, stats=True)  # auto: the torch path
+    assert out is not None
+    assert out[0].tolist() == [3.0, 3.0, 3.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    assert torch.equal(into[0], half[0])
+    assert copy_and_stats([], [], stats=True, method="fused").shape == (0, 8)
+    assert copy_and_stats([], [], stats=False) is None
+
+
+def _bits(t: torch.Tensor) -> torch.dtype:
+    return {8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()]
 
 
 def test_update_stats_of_the_torch_path_overwrite_only_before() -> None:

@@ -4,6 +4,7 @@ tests capture themselves, through their own optimizer hooks registered before th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from gradlog.errors import ConfigError, GradlogWarning
-from gradlog.recorder import Recorder, every
+from gradlog.recorder import Recorder, every, kernel
 from gradlog.schema import HIST_BINS, SCHEMA_VERSION, TABLES, arrow_schema, polars_schema
 from tests.recorder.helpers import (
     Capture,
@@ -329,6 +330,47 @@ def test_frozen_unused_and_optimizer_less_parameters(tmp_path: Path) -> None:
     for (s, name), row in updates.items():
         assert_stats_match(row, cap.update(s, name), stored_float32=True)
     assert updates[(0, "stem.weight")]["absmax"] == 0.0  # frozen: no update
+
+
+@pytest.mark.parametrize("kernels", ["auto", "torch"])
+def test_parameter_and_update_statistics_on_their_own_and_shared_steps(
+    tmp_path: Path, kernels: str
+) -> None:
+    """Parameter statistics come from the pass that copies the parameters for the update when
+    both are due; rows stay in catalogue order; the copies are reused buffers on CPU."""
+    model = _Mixed()
+    in_opt = [*model.stem.parameters(), *model.unused.parameters(), *model.trunk.parameters()]
+    opt = torch.optim.SGD(in_opt, lr=0.1, momentum=0.9)
+    cap = Capture(model, opt)
+    buffers: list[list[int]] = []
+    with contextlib.ExitStack() as stack:
+        if kernels == "torch":
+            stack.enter_context(kernel.suspended())
+        rec = stack.enter_context(Recorder(model, opt, root=tmp_path, params=2, updates=3))
+        for _ in range(7):
+            opt.zero_grad()
+            model.head.zero_grad()
+            torch.autograd.backward(_loss(model, *_batch()))
+            opt.step()
+            buffers.append([b.data_ptr() for b in rec._snapshot_buffers])
+    assert rec._snapshot_buffers == []  # released at close
+    assert buffers[0] == buffers[3] == buffers[6] != []  # the same memory at each update step
+    run = only_run(tmp_path)
+    names = [t["name"] for t in read_meta(run)["tensors"]]
+    params = stat_rows(run, "param")
+    assert sorted({s for s, _ in params}) == [0, 2, 4, 6]
+    for (s, name), row in params.items():
+        assert_stats_match(row, cap.before[s][name], stored_float32=True)
+    updates = stat_rows(run, "update")
+    assert sorted({s for s, _ in updates}) == [0, 3, 6]
+    assert {n for _, n in updates} == set(names) - {"head.weight", "head.bias"}
+    for (s, name), row in updates.items():
+        assert_stats_match(row, cap.update(s, name), stored_float32=True)
+    rows = read_rows(run, "tensors")
+    for kind in ("param", "update"):  # each step's rows in catalogue order
+        for step in {r["step"] for r in rows}:
+            order = [r["tensor"] for r in rows if r["kind"] == kind and r["step"] == step]
+            assert order == sorted(order, key=names.index)
 
 
 def test_bf16_parameters(tmp_path: Path) -> None:
