@@ -154,21 +154,25 @@ class Tracker:
         """Release files, threads and hooks."""
 
 
-class _TimedRecorder(Recorder):
-    """A Recorder that adds up the time spent in its hook bodies and in ``log``; with
-    ``old_kernel`` its statistics use the torch/numpy kernels instead of the numba one."""
+class _Timing:
+    """Mixed into a Recorder class: adds up the time spent in its hook bodies and in ``log``;
+    with ``old_kernel`` its statistics use the torch/numpy kernels instead of the numba one."""
 
     spent = 0.0
     old_kernel = False
+    kernel_module: Any = kernel  # the kernel module of the Recorder's own package
 
     def _kernels(self) -> contextlib.AbstractContextManager[None]:
-        return kernel.suspended() if self.old_kernel else contextlib.nullcontext()
+        if self.old_kernel:
+            suspended: contextlib.AbstractContextManager[None] = self.kernel_module.suspended()
+            return suspended
+        return contextlib.nullcontext()
 
     def _safely(self, fn: Callable[..., None], *args: Any) -> None:
         start = time.perf_counter()
         try:
             with self._kernels():
-                super()._safely(fn, *args)
+                super()._safely(fn, *args)  # type: ignore[misc]  (a mixin)
         finally:
             self.spent += time.perf_counter() - start
 
@@ -176,9 +180,13 @@ class _TimedRecorder(Recorder):
         start = time.perf_counter()
         try:
             with self._kernels():
-                super().log(**scalars)
+                super().log(**scalars)  # type: ignore[misc]
         finally:
             self.spent += time.perf_counter() - start
+
+
+class _TimedRecorder(_Timing, Recorder):
+    """This tree's Recorder, timed in situ."""
 
 
 class GradlogTracker(Tracker):
@@ -188,12 +196,13 @@ class GradlogTracker(Tracker):
     timed = True
     options: dict[str, Any] = {}  # noqa: RUF012 (read-only class-level defaults)
     old_kernel = False
+    recorder_cls: type[Any] = _TimedRecorder
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, tmp: Path) -> None:
         super().__init__(model, optimizer, tmp)
         if not hasattr(Recorder, "_safely"):  # the in-situ timing wraps this private method
             raise RuntimeError("Recorder._safely is gone: update _TimedRecorder in this benchmark")
-        self.rec = _TimedRecorder(model, optimizer, root=tmp, **self.options)
+        self.rec = self.recorder_cls(model, optimizer, root=tmp, **self.options)
         self.rec.old_kernel = self.old_kernel
 
     def recorder_step(self) -> int:
@@ -896,6 +905,230 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# ---------------------------------------------------------------------------- baseline
+
+
+def _load_baseline(rev: str, tmp: Path) -> tuple[Any, Any]:
+    """The Recorder class and kernel module of ``gradlog/recorder`` at git revision ``rev``,
+    imported beside this tree's as the package ``gradlog_recorder_baseline`` (its imports of
+    ``gradlog.recorder`` rewritten; the rest of gradlog, the schema included, is shared)."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev, "gradlog/recorder"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout
+    where = tmp / "baseline"
+    where.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    package = where / "gradlog_recorder_baseline"
+    (where / "gradlog" / "recorder").rename(package)
+    for py in package.glob("*.py"):
+        py.write_text(py.read_text().replace("gradlog.recorder", "gradlog_recorder_baseline"))
+    sys.path.insert(0, str(where))
+    import gradlog_recorder_baseline as base  # importable only from here on
+    from gradlog_recorder_baseline import kernel as base_kernel
+
+    if not base_kernel.start_loading(wait=True):
+        raise SystemExit(
+            f"the baseline's numba kernel cannot run: {base_kernel.unavailable_reason()}"
+        )
+    return base.Recorder, base_kernel
+
+
+def _baseline_trackers(rev: str, recorder: Any, base_kernel: Any) -> list[type[Tracker]]:
+    """Four gradlog configurations: this tree and the baseline, each with the numba kernel and
+    with the torch fallback (``GRADLOG_KERNEL=torch`` as a process would run it)."""
+    timed_base = type("_TimedBaseline", (_Timing, recorder), {"kernel_module": base_kernel})
+    out: list[type[Tracker]] = []
+    for label, cls in ((rev, timed_base), ("this tree", _TimedRecorder)):
+        for old in (False, True):
+            suffix = ", torch fallback" if old else ""
+            out.append(
+                type(
+                    f"Tracker{len(out)}",
+                    (GradlogTracker,),
+                    {
+                        "label": f"gradlog default, {label}{suffix}",
+                        "old_kernel": old,
+                        "recorder_cls": cls,
+                    },
+                )
+            )
+    return out
+
+
+def _baseline_by_kind(configs: list[Config]) -> list[str]:
+    """Median in-recorder ms by kind of step for every gradlog configuration."""
+    out = [
+        "| workload | configuration | plain step ms (% of untracked step) | param/update step ms "
+        "| + histogram step ms | mean over all steps ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for key in dict.fromkeys(c.workload.key for c in configs):
+        ws = [c for c in configs if c.workload.key == key]
+        base = statistics.median([t for r in ws[0].step_s for t in r])
+        for c in ws[1:]:
+            rec = [t for r in c.rec_s for t in r]
+            kinds: dict[str, list[float]] = {"plain": [], "param": [], "hist": []}
+            for step, t in zip(c.rec_step, rec, strict=True):
+                kinds[_kind(step)].append(t)
+            med = {k: 1e3 * statistics.median(v) if v else float("nan") for k, v in kinds.items()}
+            out.append(
+                f"| {key} | {c.tracker_cls.label} | {med['plain']:.3f} "
+                f"({100 * med['plain'] / (1e3 * base):.1f} %) | {med['param']:.3f} "
+                f"| {med['hist']:.3f} | {1e3 * statistics.fmean(rec):.3f} |"
+            )
+    return out
+
+
+def _baseline_blocks(
+    workloads: list[Workload],
+    variants: list[tuple[str, Any, Any, bool]],
+    reps: int,
+    steps: int,
+    tmp: Path,
+) -> list[str]:
+    """The single-process block protocol over ``variants`` (label, Recorder class, its kernel
+    module, torch fallback): per repetition an untracked block, then one block per variant in
+    an order shuffled per repetition, each with a fresh Recorder."""
+    out = [
+        "| workload | untracked ms/step | "
+        + " | ".join(f"{v[0]} x untracked [range]" for v in variants)
+        + " |",
+        "|---|---:|" + "---:|" * len(variants),
+    ]
+    rng = random.Random(SEED)
+    for w in workloads:
+        torch.manual_seed(SEED)
+        model = w.build_model()
+        optimizer = w.build_optimizer(model)
+        config = Config(w, Tracker, model, optimizer, Tracker(model, optimizer, tmp))
+
+        def block(rec: Any, config: Config = config) -> float:
+            times = []
+            for _ in range(steps):
+                x, y = config.workload.batches[config.cursor % len(config.workload.batches)]
+                config.cursor += 1
+                start = time.perf_counter()
+                loss = config.loss_fn(config.model(x), y)
+                loss.backward()
+                config.optimizer.step()
+                if rec is not None:
+                    rec.log(loss=loss)
+                config.optimizer.zero_grad()
+                times.append(time.perf_counter() - start)
+            return statistics.fmean(times)  # means: the periodic steps count
+
+        for _ in range(10):  # warm-up
+            block(None)
+        ratios: dict[str, list[float]] = {v[0]: [] for v in variants}
+        base: list[float] = []
+        for _ in range(reps):
+            gc.collect()
+            untracked = block(None)
+            base.append(untracked)
+            order = list(variants)
+            rng.shuffle(order)
+            for label, cls, module, old in order:
+                gc.collect()
+                with contextlib.ExitStack() as stack:
+                    if old:
+                        stack.enter_context(module.suspended())
+                    rec = cls(model, optimizer, root=tmp / "blocks")
+                    try:
+                        ratios[label].append(block(rec) / untracked)
+                    finally:
+                        rec.close()
+        cells = [f"{statistics.median(r):.3f} [{min(r):.3f}-{max(r):.3f}]" for r in ratios.values()]
+        out.append(f"| {w.key} | {1e3 * statistics.median(base):.2f} | " + " | ".join(cells) + " |")
+    return out
+
+
+def run_baseline(args: argparse.Namespace) -> str:
+    """This tree's recorder against the one at ``args.baseline``, side by side in one process:
+    the step-interleaved protocol with in-situ timing by kind of step, and the block protocol."""
+    torch.set_num_threads(args.threads)
+    workloads = [_cnn_workload(), _mlp_workload()]
+    load_before = _loadavg_all()
+    started = time.perf_counter()
+    if not kernel.start_loading(wait=True):
+        raise SystemExit(f"the numba kernel cannot run: {kernel.unavailable_reason()}")
+    with tempfile.TemporaryDirectory(prefix="gradlog-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        base_recorder, base_kernel = _load_baseline(args.baseline, tmp)
+        trackers = [Tracker, *_baseline_trackers(args.baseline, base_recorder, base_kernel)]
+        configs = [_build(w, t, tmp) for w in workloads for t in trackers]
+        try:
+            for _ in range(args.warmup):
+                for c in configs:
+                    c.run_step()
+            gc.collect()
+            gc.freeze()
+            cpu_before = [_thread_cpu_s(c.tracker.background_thread()) for c in configs]
+            rng = random.Random(SEED)
+            for r in range(args.rounds):
+                _run_round(configs, args.steps, args.interleave, rng)
+                print(
+                    f"round {r + 1}/{args.rounds} done ({time.perf_counter() - started:.0f} s)",
+                    file=sys.stderr,
+                )
+            for c, before in zip(configs, cpu_before, strict=True):
+                after = _thread_cpu_s(c.tracker.background_thread())
+                if before is not None and after is not None:
+                    c.background_cpu_s = after - before
+        finally:
+            for c in configs:
+                c.tracker.close()
+            gc.unfreeze()
+        variants = [
+            (f"{args.baseline}", base_recorder, base_kernel, False),
+            ("this tree", Recorder, kernel, False),
+            (f"{args.baseline}, torch fallback", base_recorder, base_kernel, True),
+            ("this tree, torch fallback", Recorder, kernel, True),
+        ]
+        blocks = _baseline_blocks(workloads, variants, args.block_reps, args.block_steps, tmp)
+    elapsed = time.perf_counter() - started
+    lines = [
+        f"Command: `{' '.join(['python', '-m', 'benchmarks.recorder_overhead', *sys.argv[1:]])}`",
+        "",
+        f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch.set_num_threads"
+        f"({args.threads}); Python {platform.python_version()}, torch {torch.__version__}, "
+        f"numpy {np.__version__}, gradlog {gradlog_version} ({_git_state()}), baseline "
+        f"`gradlog/recorder` at {args.baseline}. /proc/loadavg {load_before} before, "
+        f"{_loadavg_all()} after; total wall time {elapsed:.0f} s.",
+        "",
+        f"Step-interleaved protocol: {args.warmup} warm-up steps per configuration, then "
+        f"{args.rounds} rounds of {args.steps} timed steps per configuration ({args.interleave} "
+        "interleaving).",
+        "",
+    ]
+    for w in workloads:
+        ws = [c for c in configs if c.workload is w]
+        rows = [_summarise(c, ws[0]) for c in ws]
+        lines += [f"#### {w.title}", "", *_table(rows), ""]
+    lines += [
+        "In the recorder by kind of step (median ms on the training thread):",
+        "",
+        *_baseline_by_kind(configs),
+        "",
+        f"Block protocol: {args.block_reps} repetitions of {args.block_steps} untracked steps, "
+        "then one block per variant (shuffled), each with a fresh Recorder; ratio of mean step "
+        "times, median [range] over repetitions:",
+        "",
+        *blocks,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _loadavg_all() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -1132,6 +1365,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-reps", type=int, default=None, help="fresh processes (3)")
     parser.add_argument("--quick", action="store_true", help="smoke run, about a minute")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="compare this tree's recorder with gradlog/recorder at git revision REV only",
+    )
     args = parser.parse_args(argv)
     defaults = (2, 8, 2, 10, 20, 1, 10, 1) if args.quick else (7, 50, 20, 200, 400, 6, 40, 3)
     names = (
@@ -1152,7 +1391,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
-    report = run(args)
+    report = run(args) if args.baseline is None else run_baseline(args)
     print(report)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
