@@ -40,6 +40,10 @@ from gradlog.schema import (
 STALE_HEARTBEAT_SECS = 600.0
 """A 'running' run on another host whose meta.json is older than this is reported as crashed."""
 
+REPEATED_STEPS = "repeated steps "
+"""How the footer-level problem about parts that repeat steps begins (the analysis replaces it
+with its row-exact one)."""
+
 LOST_PREFIXES = ("unreadable part", "unreadable table", "missing rank")
 """Problems that mean recorded data cannot be used: the run is partial (exit 3)."""
 
@@ -678,7 +682,7 @@ def open_run(path: str | Path) -> Run:
     for name, table_parts in parts.items():
         for a, b, (lo, hi) in repeated_steps(table_parts)[:5]:
             problems.append(
-                f"repeated steps {lo}-{hi} in table {name}: "
+                f"{REPEATED_STEPS}{lo}-{hi} in table {name}: "
                 f"{a.path.relative_to(run_dir).as_posix()} and "
                 f"{b.path.relative_to(run_dir).as_posix()} both hold them; the later part's "
                 "rows are used"

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gradlog.rundir import Layout, Run, open_run
+from gradlog.rundir import REPEATED_STEPS, Layout, Run, open_run
 from gradlog.schema import PART_PREFIX, PART_SUFFIX, TABLES, Table, arrow_schema
 
 _CATALOGUE_SCHEMA: dict[str, Any] = {
@@ -444,7 +444,7 @@ def resolve_repeats(run: RunData) -> None:
     Opening the run may have named overlapping footer step ranges already ('repeated steps ...',
     one line per pair of parts); the rows read here say exactly which steps repeat (parts that
     only share a step split between them repeat nothing), so those lines give way to these."""
-    run.problems[:] = [p for p in run.problems if not p.startswith("repeated steps ")]
+    run.problems[:] = [p for p in run.problems if not p.startswith(REPEATED_STEPS)]
     for table in TABLES:
         try:
             found = superseded_rows(table, run.parts.get(table, []), run.step_ranges)
