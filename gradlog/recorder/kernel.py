@@ -175,16 +175,35 @@ def _prepared(tensors: Sequence[torch.Tensor]) -> tuple[list[int], list[int], li
     narrow: list[int] = []
     wide: list[int] = []
     flat: list[torch.Tensor] = []
-    for i, tensor in enumerate(tensors):
-        t = tensor.detach()
-        if t.dtype == torch.float64:
+    f32, f64 = torch.float32, torch.float64
+    for i, tensor in enumerate(tensors):  # only addresses are read: detach only to convert
+        t = tensor
+        if t.dtype == f64:
             wide.append(i)
         else:
             narrow.append(i)
-            if t.dtype != torch.float32:
-                t = t.to(torch.float32)
-        flat.append(t if t.is_contiguous() else t.contiguous())
+            if t.dtype != f32:
+                t = t.detach().to(f32)
+        flat.append(t if t.is_contiguous() else t.detach().contiguous())
     return narrow, wide, flat
+
+
+_NO_HISTS = np.zeros((1, HIST_BINS), dtype=np.int64)
+"""The histogram argument when none is wanted (never written)."""
+
+
+def _plain_float32(tensors: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Addresses and sizes when every tensor is contiguous float32 (gradients of a float32
+    model: no conversion, one group), else None."""
+    addresses: list[int] = []
+    sizes: list[int] = []
+    f32 = torch.float32
+    for t in tensors:
+        if t.dtype != f32 or not t.is_contiguous():
+            return None
+        addresses.append(t.data_ptr())
+        sizes.append(t.numel())
+    return np.array(addresses, dtype=np.int64), np.array(sizes, dtype=np.int64)
 
 
 def fused_stats(
@@ -196,6 +215,11 @@ def fused_stats(
     n = len(tensors)
     stats = np.zeros((n, len(STAT_COLUMNS)))
     hists = np.zeros((n, HIST_BINS), dtype=np.int64) if hist else None
+    plain = _plain_float32(tensors)
+    if plain is not None:  # the common case, in one loop over the tensors
+        addresses, sizes = plain
+        k.fused(addresses, sizes, False, stats, _NO_HISTS if hists is None else hists, hist)
+        return stats, hists
     narrow, wide, flat = _prepared(tensors)
     for rows, is_wide in ((narrow, False), (wide, True)):
         if not rows:

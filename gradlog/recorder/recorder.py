@@ -866,7 +866,7 @@ class Recorder:
             return
         uidx, before = self._snapshot
         self._snapshot = None
-        after = [_local(self.catalogue.entries[i].param.detach()) for i in uidx]
+        after = [_local(self.catalogue.entries[i].param.detach()) for i in uidx.tolist()]
         with torch.no_grad():
             stats = update_stats(before, after)  # may overwrite the snapshot: no new buffers
         self._pending.parts.append((Segment("stats", 0, 0, _KIND["update"], uidx), stats))
@@ -877,11 +877,10 @@ class Recorder:
         if pending.scalar_tensors:
             names = [n for n, _ in pending.scalar_tensors]
             values = [t for _, t in pending.scalar_tensors]
-            devices = {v.device for v in values}
-            if devices == {torch.device("cpu")}:  # no copy to wait for: plain floats
+            if all(v.device.type == "cpu" for v in values):  # no copy to wait for: floats
                 scalars = np.array([float(v) for v in values], dtype=np.float64)
                 parts.append((Segment("scalars", 0, 0, names=names), scalars))
-            elif len(devices) == 1:
+            elif len({v.device for v in values}) == 1:
                 parts.append(
                     (
                         Segment("scalars", 0, 0, names=names),
@@ -891,18 +890,32 @@ class Recorder:
             else:
                 for key, v in zip(names, values, strict=True):
                     parts.append((Segment("scalars", 0, 0, names=[key]), v.to(torch.float64)))
-        host_parts = [(s, t) for s, t in parts if _on_host(t)]
-        dev_parts = [(s, t) for s, t in parts if isinstance(t, torch.Tensor) and not _on_host(t)]
+        host_parts: list[tuple[Segment, np.ndarray]] = []
+        dev_parts: list[tuple[Segment, torch.Tensor]] = []
+        for seg, t in parts:
+            if isinstance(t, np.ndarray):
+                host_parts.append((seg, t))
+            elif t.device.type == "cpu":
+                host_parts.append((seg, _as_numpy(t)))
+            else:
+                dev_parts.append((seg, t))
         offset = 0
         segments: list[Segment] = []
-        for seg, t in host_parts + dev_parts:
-            n = t.size if isinstance(t, np.ndarray) else t.numel()
+        for seg, t in host_parts:
+            seg.offset, seg.length = offset, t.size
+            offset += t.size
+            segments.append(seg)
+        for seg, d in dev_parts:
+            n = d.numel()
             seg.offset, seg.length = offset, n
             offset += n
             segments.append(seg)
         # CPU results join with numpy: a dozen small torch calls per step cost more here.
-        flat_host = [_as_numpy(t).reshape(-1) for _, t in host_parts]
-        host = np.concatenate(flat_host).astype(np.float64) if flat_host else np.empty(0)
+        host = (
+            np.concatenate([t.reshape(-1) for _, t in host_parts], dtype=np.float64)
+            if host_parts
+            else np.empty(0)
+        )
         ready: Callable[[], None] | None = None
         buffer: Any = host
         if dev_parts:
@@ -1048,10 +1061,6 @@ def _frozen_array(values: list[int] | list[bool], dtype: type[np.generic]) -> np
     out = np.array(values, dtype=dtype)
     out.flags.writeable = False
     return out
-
-
-def _on_host(t: torch.Tensor | np.ndarray) -> bool:
-    return isinstance(t, np.ndarray) or t.device.type == "cpu"
 
 
 def _as_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -62,7 +62,8 @@ def _use_fused(tensors: Sequence[torch.Tensor], method: str) -> bool:
         if tensors and tensors[0].device.type == "cpu":
             kernel.start_loading()
         return False
-    fits = all(t.device.type == "cpu" and t.layout == torch.strided for t in tensors)
+    strided = torch.strided
+    fits = all(t.is_cpu and t.layout == strided for t in tensors)
     if not fits and method == "fused":
         raise ValueError("method 'fused' takes CPU tensors with the strided layout only")
     return fits
