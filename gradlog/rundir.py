@@ -648,7 +648,7 @@ def _utf8_path(path: Path) -> Path:
 
     home = Path(tempfile.mkdtemp(prefix="gradlog-utf8-"))
     atexit.register(shutil.rmtree, home, True)
-    alias = home / path.name.encode("utf-8", "backslashreplace").decode("ascii")
+    alias = home / "run"  # its own directory: one fixed ASCII name
     try:
         alias.symlink_to(path.absolute(), target_is_directory=True)
     except OSError:
