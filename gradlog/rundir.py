@@ -220,15 +220,17 @@ def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    try:
-        with open(path, "rb") as f:  # a file object: Arrow cannot open a non-UTF-8 path
-            footer = pq.read_metadata(f)
-            schema = footer.schema.to_arrow_schema()
-            reason = _schema_problem(schema, table)
-            if reason is not None:
-                return reason, None, 0
-            f.seek(0)
-            step = pq.read_table(f, columns=["step"], use_threads=False).column("step")
+    try:  # by path, Arrow's own files (Python file objects read from Arrow's I/O threads can
+        # abort the interpreter at exit); open_run hands a UTF-8 alias of undecodable paths
+        source = str(path)
+        footer = pq.read_metadata(source)
+        schema = footer.schema.to_arrow_schema()
+        reason = _schema_problem(schema, table)
+        if reason is not None:
+            return reason, None, 0
+        step = pq.read_table(source, columns=["step"], use_threads=False, pre_buffer=False).column(
+            "step"
+        )
     except Exception as exc:  # any corruption: truncated, zero bytes, flipped footer or pages
         return f"{type(exc).__name__}: {str(exc)[:200]}", None, 0
     rows = int(footer.num_rows)
@@ -396,8 +398,9 @@ class Run:
         seen: set[int] = set()
         for p in parts:
             if p.rank == lowest:
-                with contextlib.suppress(Exception), open(p.path, "rb") as f:
-                    seen.update(pq.read_table(f, columns=["step"]).column("step").to_pylist())
+                with contextlib.suppress(Exception):
+                    t = pq.read_table(str(p.path), columns=["step"], use_threads=False)
+                    seen.update(t.column("step").to_pylist())
         return len(seen)
 
     @property
@@ -460,8 +463,9 @@ class Run:
         import pyarrow.parquet as pq
 
         try:
-            with open(parts[0].path, "rb") as f:
-                t = pq.read_table(f, columns=["tensor", "kind", "count"])
+            t = pq.read_table(
+                str(parts[0].path), columns=["tensor", "kind", "count"], use_threads=False
+            )
             t = t.filter(pc.equal(t.column("kind").cast("string"), "grad"))
             names = t.column("tensor").cast("string").to_pylist()
             counts = t.column("count").to_pylist()
