@@ -421,11 +421,12 @@ def test_analyze_names_each_fault_and_analyses_the_rest_in_full(batch: Path) -> 
 
 
 def test_show_each_damaged_run(batch: Path) -> None:
-    """``show`` of each damaged run (bit flips aside: ls and analyze cover them) in text and
-    JSON: exit 3 exactly when ``ls`` calls the run broken, the same reason, a clean terminal."""
+    """``show`` of each damaged run (bit flips aside: ls and analyze cover them), and of every
+    fifth in JSON: exit 3 exactly when ``ls`` calls the run broken, the same reason in JSON, a
+    clean terminal."""
     listed = _by_dir(json.loads(gradlog("ls", batch, "--json").stdout)["runs"])
     names = ["orphan-parts", *(f"bad-{n}" for n in FAULTS if n not in FLIPS)]
-    jobs = [(name, fmt) for name in names for fmt in ("text", "json")]
+    jobs = [(name, "text") for name in names] + [(name, "json") for name in names[::5]]
     with ThreadPoolExecutor(2) as pool:  # subprocesses: both cores
         done = pool.map(lambda job: gradlog("show", batch / job[0], "--format", job[1]), jobs)
         results = dict(zip(jobs, done, strict=True))
