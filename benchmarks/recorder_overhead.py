@@ -172,7 +172,7 @@ class _Timing:
         start = time.perf_counter()
         try:
             with self._kernels():
-                super()._safely(fn, *args)  # type: ignore[misc]  (a mixin)
+                super()._safely(fn, *args)  # type: ignore[misc]  # a mixin
         finally:
             self.spent += time.perf_counter() - start
 
@@ -207,10 +207,10 @@ class GradlogTracker(Tracker):
 
     def recorder_step(self) -> int:
         """The index of the step the recorder records next (its schedules' argument)."""
-        return self.rec.last_step + 1
+        return int(self.rec.last_step) + 1
 
     def time_spent(self) -> float:
-        return self.rec.spent
+        return float(self.rec.spent)
 
     def background_thread(self) -> threading.Thread | None:
         thread = getattr(self.rec.writer, "_thread", None)  # private: measured, never touched
@@ -927,7 +927,7 @@ def _load_baseline(rev: str, tmp: Path) -> tuple[Any, Any]:
     for py in package.glob("*.py"):
         py.write_text(py.read_text().replace("gradlog.recorder", "gradlog_recorder_baseline"))
     sys.path.insert(0, str(where))
-    import gradlog_recorder_baseline as base  # importable only from here on
+    import gradlog_recorder_baseline as base  # type: ignore[import-not-found]  # from here on
     from gradlog_recorder_baseline import kernel as base_kernel
 
     if not base_kernel.start_loading(wait=True):
@@ -1058,7 +1058,10 @@ def run_baseline(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(prefix="gradlog-bench-") as tmp_name:
         tmp = Path(tmp_name)
         base_recorder, base_kernel = _load_baseline(args.baseline, tmp)
-        trackers = [Tracker, *_baseline_trackers(args.baseline, base_recorder, base_kernel)]
+        trackers: list[type[Tracker]] = [
+            Tracker,
+            *_baseline_trackers(args.baseline, base_recorder, base_kernel),
+        ]
         configs = [_build(w, t, tmp) for w in workloads for t in trackers]
         try:
             for _ in range(args.warmup):

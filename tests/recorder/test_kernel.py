@@ -115,7 +115,9 @@ def test_copy_and_stats_fused_rejects_what_it_cannot_copy() -> None:
     assert out is not None
     assert out[0].tolist() == [3.0, 3.0, 3.0, 1.0, 1.0, 1.0, 0.0, 0.0]
     assert torch.equal(into[0], half[0])
-    assert copy_and_stats([], [], stats=True, method="fused").shape == (0, 8)
+    empty = copy_and_stats([], [], stats=True, method="fused")
+    assert empty is not None
+    assert empty.shape == (0, 8)
     assert copy_and_stats([], [], stats=False) is None
 
 
