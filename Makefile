@@ -58,7 +58,8 @@ test-min: $(STAMP)
 	@# Not here: the browser tests (selenium, a dev tool) and the tests of the optional Ray extra
 	@# (make test runs both).
 	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/analysis tests/report \
-	  tests/test_cli_exit.py tests/test_rundir.py --ignore=tests/report/test_browser.py \
+	  tests/test_cli_exit.py tests/test_rundir.py tests/test_footer.py \
+	  --ignore=tests/report/test_browser.py \
 	  --ignore=tests/analysis/test_ray.py \
 	  --deselect tests/analysis/test_executors.py::test_unreachable_cluster_is_a_clear_error_at_once \
 	  --deselect tests/analysis/test_executors_cli.py::test_unreachable_cluster_and_conflicting_options_are_clean_errors

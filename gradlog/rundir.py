@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gradlog.errors import CorruptRunError, RunNotFoundError
+from gradlog.footer import footer_problem
 from gradlog.schema import (
     META_FILE,
     META_TYPES,
@@ -223,6 +224,8 @@ def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] 
     try:  # by path, Arrow's own files (Python file objects read from Arrow's I/O threads can
         # abort the interpreter at exit); open_run hands a UTF-8 alias of undecodable paths
         source = str(path)
+        if (corrupt := footer_problem(source)) is not None:
+            return corrupt, None, 0
         footer = pq.read_metadata(source)
         schema = footer.schema.to_arrow_schema()
         reason = _schema_problem(schema, table)
