@@ -214,9 +214,9 @@ def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] 
     """(why ``path`` cannot be read as ``table`` or None, (first, last) step or None, rows).
 
     Reads the footer and the ``step`` column (delta-coded: a few bytes per thousand rows). The
-    step range comes from the data, not from the footer's column-chunk statistics: pyarrow
-    aborts the process (std::terminate) when it builds the metadata of a column chunk whose type
-    field is corrupt, where reading the column raises.
+    footer's column-chunk types are checked first (:mod:`gradlog.footer`: pyarrow aborts the
+    process on a corrupt one), and the step range comes from the data, not from the footer's
+    column-chunk statistics (pyarrow 26 aborts building a corrupt chunk's metadata).
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -537,8 +537,10 @@ def _has_tables(directory: Path) -> bool:
     for name in TABLES:
         with contextlib.suppress(OSError):
             base = directory / name
-            if is_dir(base) and any(_rank_of(e.name) is not None for e in os.scandir(base)):
-                return True
+            if is_dir(base):
+                with os.scandir(base) as it:
+                    if any(_rank_of(e.name) is not None for e in it):
+                        return True
     return False
 
 
