@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import importlib.util
 import os
@@ -761,14 +762,32 @@ def _by_kind_lines(configs: list[Config]) -> tuple[list[str], dict[tuple[str, st
 def _single_process_blocks(
     workloads: list[Workload], reps: int, steps: int, tmp: Path
 ) -> list[str]:
-    """One model per workload, as one training process sees it: per repetition a block of
-    ``steps`` untracked steps, then one block per recorder variant, each with a fresh Recorder."""
-    variants: list[tuple[str, dict[str, Any], bool]] = [
-        ("default, old kernel", {}, True),
-        ("default, new kernel", {}, False),
-        ("hists=1, old kernel", {"hists": 1}, True),
-        ("hists=1, new kernel", {"hists": 1}, False),
+    """One model per workload, as one training process sees it (the MLP with SGD momentum 0.9):
+    per repetition a block of ``steps`` untracked steps, then one block per recorder variant,
+    each with a fresh Recorder."""
+    variants: list[tuple[str, Any, Any, bool]] = [
+        ("default, old kernel", Recorder, kernel, True),
+        ("default, new kernel", Recorder, kernel, False),
+        ("hists=1, old kernel", functools.partial(Recorder, hists=1), kernel, True),
+        ("hists=1, new kernel", functools.partial(Recorder, hists=1), kernel, False),
     ]
+    return _blocks(workloads, variants, reps, steps, tmp, mlp_momentum=True, rng=None)
+
+
+def _blocks(
+    workloads: list[Workload],
+    variants: list[tuple[str, Any, Any, bool]],
+    reps: int,
+    steps: int,
+    tmp: Path,
+    *,
+    mlp_momentum: bool,
+    rng: random.Random | None,
+) -> list[str]:
+    """The single-process block protocol over ``variants`` (label, Recorder class or factory,
+    its kernel module, torch fallback): per repetition an untracked block, then one block per
+    variant (in an order shuffled per repetition by ``rng``, if given), each with a fresh
+    Recorder. ``mlp_momentum``: the MLP trains with SGD momentum 0.9 instead of its optimizer."""
     out = [
         "| workload | untracked ms/step | "
         + " | ".join(f"{v[0]} x untracked [range]" for v in variants)
@@ -780,12 +799,12 @@ def _single_process_blocks(
         model = w.build_model()
         optimizer = (
             torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
-            if w.key == "mlp"
+            if mlp_momentum and w.key == "mlp"
             else w.build_optimizer(model)
         )
         config = Config(w, Tracker, model, optimizer, Tracker(model, optimizer, tmp))
 
-        def block(rec: Recorder | None, config: Config = config) -> float:
+        def block(rec: Any, config: Config = config) -> float:
             times = []
             for _ in range(steps):
                 x, y = config.workload.batches[config.cursor % len(config.workload.batches)]
@@ -808,12 +827,15 @@ def _single_process_blocks(
             gc.collect()
             untracked = block(None)
             base.append(untracked)
-            for label, options, old in variants:
+            order = list(variants)
+            if rng is not None:
+                rng.shuffle(order)
+            for label, cls, module, old in order:
                 gc.collect()
                 with contextlib.ExitStack() as stack:
                     if old:
-                        stack.enter_context(kernel.suspended())
-                    rec = Recorder(model, optimizer, root=tmp / "blocks", **options)
+                        stack.enter_context(module.suspended())
+                    rec = cls(model, optimizer, root=tmp / "blocks")
                     try:
                         ratios[label].append(block(rec) / untracked)
                     finally:
@@ -983,69 +1005,6 @@ def _baseline_by_kind(configs: list[Config]) -> list[str]:
     return out
 
 
-def _baseline_blocks(
-    workloads: list[Workload],
-    variants: list[tuple[str, Any, Any, bool]],
-    reps: int,
-    steps: int,
-    tmp: Path,
-) -> list[str]:
-    """The single-process block protocol over ``variants`` (label, Recorder class, its kernel
-    module, torch fallback): per repetition an untracked block, then one block per variant in
-    an order shuffled per repetition, each with a fresh Recorder."""
-    out = [
-        "| workload | untracked ms/step | "
-        + " | ".join(f"{v[0]} x untracked [range]" for v in variants)
-        + " |",
-        "|---|---:|" + "---:|" * len(variants),
-    ]
-    rng = random.Random(SEED)
-    for w in workloads:
-        torch.manual_seed(SEED)
-        model = w.build_model()
-        optimizer = w.build_optimizer(model)
-        config = Config(w, Tracker, model, optimizer, Tracker(model, optimizer, tmp))
-
-        def block(rec: Any, config: Config = config) -> float:
-            times = []
-            for _ in range(steps):
-                x, y = config.workload.batches[config.cursor % len(config.workload.batches)]
-                config.cursor += 1
-                start = time.perf_counter()
-                loss = config.loss_fn(config.model(x), y)
-                loss.backward()
-                config.optimizer.step()
-                if rec is not None:
-                    rec.log(loss=loss)
-                config.optimizer.zero_grad()
-                times.append(time.perf_counter() - start)
-            return statistics.fmean(times)  # means: the periodic steps count
-
-        for _ in range(10):  # warm-up
-            block(None)
-        ratios: dict[str, list[float]] = {v[0]: [] for v in variants}
-        base: list[float] = []
-        for _ in range(reps):
-            gc.collect()
-            untracked = block(None)
-            base.append(untracked)
-            order = list(variants)
-            rng.shuffle(order)
-            for label, cls, module, old in order:
-                gc.collect()
-                with contextlib.ExitStack() as stack:
-                    if old:
-                        stack.enter_context(module.suspended())
-                    rec = cls(model, optimizer, root=tmp / "blocks")
-                    try:
-                        ratios[label].append(block(rec) / untracked)
-                    finally:
-                        rec.close()
-        cells = [f"{statistics.median(r):.3f} [{min(r):.3f}-{max(r):.3f}]" for r in ratios.values()]
-        out.append(f"| {w.key} | {1e3 * statistics.median(base):.2f} | " + " | ".join(cells) + " |")
-    return out
-
-
 def run_baseline(args: argparse.Namespace) -> str:
     """This tree's recorder against the one at ``args.baseline``, side by side in one process:
     the step-interleaved protocol with in-situ timing by kind of step, and the block protocol."""
@@ -1091,7 +1050,15 @@ def run_baseline(args: argparse.Namespace) -> str:
             (f"{args.baseline}, torch fallback", base_recorder, base_kernel, True),
             ("this tree, torch fallback", Recorder, kernel, True),
         ]
-        blocks = _baseline_blocks(workloads, variants, args.block_reps, args.block_steps, tmp)
+        blocks = _blocks(
+            workloads,
+            variants,
+            args.block_reps,
+            args.block_steps,
+            tmp,
+            mlp_momentum=False,
+            rng=random.Random(SEED),
+        )
     elapsed = time.perf_counter() - started
     lines = [
         f"Command: `{' '.join(['python', '-m', 'benchmarks.recorder_overhead', *sys.argv[1:]])}`",
