@@ -6,30 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.analysis.synth import make_run
+from tests.cli import gradlog
 
 EVIL = "evil\x1b[31m\nFORGED\r\u202eend"
 """A string from run data: an escape sequence, a forged line, a carriage return, an override."""
-
-
-def gradlog(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gradlog.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        errors="surrogateescape",
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200", "PYTHONIOENCODING": "utf-8"},
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

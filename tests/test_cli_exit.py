@@ -5,10 +5,7 @@ run (docs/CLI.md)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +13,9 @@ import numpy as np
 import pytest
 
 from tests.analysis.synth import make_run
+from tests.cli import gradlog
 
 N = 40
-
-
-def gradlog(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "gradlog.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-        check=False,
-    )
 
 
 def _good(root: Path, run_id: str) -> Path:

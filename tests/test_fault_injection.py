@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +30,9 @@ import torch
 
 from gradlog.recorder import Recorder
 from gradlog.schema import META_FILE
+from tests import cli
 
 STEPS = 30
-ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _record(root: Path, run_id: str, *, world_size: int = 1) -> Path:
@@ -309,26 +308,9 @@ def batch() -> Iterator[Path]:
     shutil.rmtree(top, ignore_errors=True)
 
 
-def _unprivileged() -> list[str]:
-    """A prefix that runs a command without root's power to read any file (the permission
-    faults then bite as they would for a normal user), where the tests run as root."""
-    setpriv = shutil.which("setpriv")
-    if not ROOT_USER or setpriv is None:
-        return []
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
-
-
 def gradlog(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "HOME": tempfile.gettempdir()}
-    return subprocess.run(
-        [*_unprivileged(), sys.executable, "-m", "gradlog.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        errors="surrogateescape",
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    """The command as a user without root's power to read any file."""
+    return cli.gradlog(*args, unprivileged=True, timeout=600)
 
 
 def _no_traceback(r: subprocess.CompletedProcess[str]) -> None:
