@@ -164,20 +164,13 @@ class RunData:
         """Leave ``part`` out of further scans, naming ``reason``."""
         if part in self.parts.get(table, []):
             self.parts[table].remove(part)
-            self.problems.append(f"unreadable part {_rel(part, self.path)}: {reason}")
+            self.problems.append(f"unreadable part {self.run.rel(part)}: {reason}")
 
 
 def _scan(files: Sequence[Path]) -> pl.LazyFrame:
     return pl.scan_parquet(
         [str(f) for f in files], hive_partitioning=True, hive_schema={"rank": pl.Int64}
     )
-
-
-def _rel(part: Path, run_dir: Path) -> str:
-    try:
-        return str(part.relative_to(run_dir))
-    except ValueError:  # pragma: no cover - parts always live under the run
-        return str(part)
 
 
 def _same_type(got: pa.DataType, want: pa.DataType) -> bool:
@@ -457,7 +450,8 @@ def resolve_repeats(run: RunData) -> None:
         if found is None:
             continue
         run.superseded.update(found.rows)
-        run.problems.append(repeat_problem(table, found, run.path / table))
+        # parts lie below the run's read root (a UTF-8 alias of an undecodable path)
+        run.problems.append(repeat_problem(table, found, (run.run.root or run.path) / table))
 
 
 def _catalogue(run: Run) -> pl.DataFrame:

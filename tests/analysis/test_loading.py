@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -228,3 +229,20 @@ def test_a_run_resumed_from_an_earlier_step_is_analysed_once_per_step(tmp_path: 
     g = frames.grad.group_by("tensor").agg(pl.col("step").n_unique(), pl.len())
     assert g["step"].to_list() == [15] * g.height
     assert g["len"].to_list() == [15] * g.height
+
+
+def test_a_run_directory_that_is_not_utf8_names_its_parts_relative_to_the_run(
+    tmp_path: Path,
+) -> None:
+    src = make_run(tmp_path, "r", {"a": np.ones(20)}, loss=np.linspace(2, 1, 20))
+    run = Path(os.fsdecode(os.fsencode(tmp_path) + b"/run-\xff"))
+    shutil.copytree(src, run)
+    steps = run / "steps" / "rank=0" / "part-000000.parquet"
+    shutil.copy(steps, steps.with_name("part-000003.parquet"))
+    (run / "tensors" / "rank=0" / "part-000000.parquet").write_bytes(b"junk")
+    problems = load_run(run).problems
+    assert problems[0].startswith("unreadable part tensors/rank=0/part-000000.parquet: ")
+    assert problems[1:] == [
+        "steps 0-19 of table steps recorded twice (rank=0/part-000000.parquet, "
+        "rank=0/part-000003.parquet); the later part's rows are used"
+    ]
