@@ -33,9 +33,11 @@ from gradlog.schema import (
     META_TYPES,
     PART_PREFIX,
     PART_SUFFIX,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     TABLES,
     Table,
+    table_at,
 )
 
 STALE_HEARTBEAT_SECS = 600.0
@@ -208,10 +210,13 @@ class Part:
     """(first, last) step from the footer statistics, when every row group has them."""
     size: int
     mtime_ns: int
+    version: int = SCHEMA_VERSION
+    """The schema version it was written with (:data:`gradlog.schema.READABLE_VERSIONS`)."""
 
 
-def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] | None, int]:
-    """(why ``path`` cannot be read as ``table`` or None, (first, last) step or None, rows).
+def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] | None, int, int]:
+    """(why ``path`` cannot be read as ``table`` or None, (first, last) step or None, rows,
+    the schema version it was written with).
 
     Reads the footer and the ``step`` column (delta-coded: a few bytes per thousand rows). The
     footer's column-chunk types are checked first (:mod:`gradlog.footer`: pyarrow aborts the
@@ -225,39 +230,61 @@ def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] 
         # abort the interpreter at exit); open_run hands a UTF-8 alias of undecodable paths
         source = str(path)
         if (corrupt := footer_problem(source)) is not None:
-            return corrupt, None, 0
+            return corrupt, None, 0, SCHEMA_VERSION
         footer = pq.read_metadata(source)
         schema = footer.schema.to_arrow_schema()
-        reason = _schema_problem(schema, table)
+        reason, version = _schema_problem(schema, table)
         if reason is not None:
-            return reason, None, 0
+            return reason, None, 0, version
         step = pq.read_table(source, columns=["step"], use_threads=False, pre_buffer=False).column(
             "step"
         )
     except Exception as exc:  # any corruption: truncated, zero bytes, flipped footer or pages
-        return f"{type(exc).__name__}: {str(exc)[:200]}", None, 0
+        return f"{type(exc).__name__}: {str(exc)[:200]}", None, 0, SCHEMA_VERSION
     rows = int(footer.num_rows)
     if len(step) != rows:
-        return f"the step column holds {len(step)} rows, the footer says {rows}", None, 0
+        return f"the step column holds {len(step)} rows, the footer says {rows}", None, 0, version
     if not rows:
-        return None, None, 0
+        return None, None, 0, version
     if step.null_count:
-        return "column step holds nulls", None, 0
+        return "column step holds nulls", None, 0, version
     bounds = pc.min_max(step)
     lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
     if lo < 0:
-        return "column step holds negative steps", None, 0
-    return None, (int(lo), int(hi)), rows
+        return "column step holds negative steps", None, 0, version
+    return None, (int(lo), int(hi)), rows, version
 
 
-def _schema_problem(schema: Any, table: Table) -> str | None:
+def _schema_problem(schema: Any, table: Table) -> tuple[str | None, int]:
+    """(why a part of ``schema`` is not ``table`` or None, the schema version it matches).
+
+    A part that names its version is checked against that version's columns; one that does
+    not (another writer, e.g. Spark, rewrote it) against each readable version's."""
     meta = schema.metadata or {}
-    version = meta.get(b"gradlog_schema_version")
-    if version is not None and version.decode(errors="replace") != str(SCHEMA_VERSION):
-        return (
-            f"written with schema version {version.decode(errors='replace')}, this gradlog reads "
-            f"version {SCHEMA_VERSION}"
-        )
+    raw = meta.get(b"gradlog_schema_version")
+    versions: tuple[int, ...] = tuple(reversed(READABLE_VERSIONS))
+    if raw is not None:
+        text = raw.decode(errors="replace")
+        if not (text.isascii() and text.isdigit() and int(text) in READABLE_VERSIONS):
+            readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+            return f"written with schema version {text}, this gradlog reads {readable}", 0
+        versions = (int(text),)
+    first: str | None = None
+    for version in versions:
+        problem = _columns_problem(schema, table_at(table, version))
+        if problem is None:
+            return None, version
+        first = first or problem
+    return first, versions[0]
+
+
+def part_schema_version(schema: Any, table: Table) -> int:
+    """The schema version a part of ``table`` with Arrow ``schema`` was written with: the one it
+    names, else the readable version whose columns it has (the current one if none)."""
+    return _schema_problem(schema, table)[1] or SCHEMA_VERSION
+
+
+def _columns_problem(schema: Any, table: Table) -> str | None:
     names = list(schema.names)
     expected = table.names
     if sorted(names) != sorted(expected):
@@ -597,11 +624,11 @@ def _parts(
         except OSError as exc:
             problems.append(f"unreadable part {rel}: {exc.strerror or type(exc).__name__}")
             continue
-        reason, steps, rows = inspect_part(path, table)
+        reason, steps, rows, version = inspect_part(path, table)
         if reason is not None:
             problems.append(f"unreadable part {rel}: {reason}")
             continue
-        out.append(Part(path, name, rank, rows, steps, st.st_size, st.st_mtime_ns))
+        out.append(Part(path, name, rank, rows, steps, st.st_size, st.st_mtime_ns, version))
     return out
 
 
@@ -677,9 +704,10 @@ def open_run(path: str | Path) -> Run:
     run_dir = _utf8_path(shown_dir)
     if readable:
         version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
+            known = " and ".join(str(v) for v in READABLE_VERSIONS)
             problems.append(
-                f"meta.json schema version {version!r}, this gradlog reads {SCHEMA_VERSION}; "
+                f"meta.json schema version {version!r}, this gradlog reads {known}; "
                 "parts of another version are skipped"
             )
     stray: list[str] = []

@@ -22,9 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped on any incompatible change to a table or to meta.json (2: the ``run_id`` column;
-floats without BYTE_STREAM_SPLIT, which Spark 4.0 cannot read)."""
+floats without BYTE_STREAM_SPLIT, which Spark 4.0 cannot read; 3: ``tensors`` without ``min`` and
+``max``, ``sum`` and ``steps.grad_norm`` as float64, so that no statistic saturates and a
+``tensors`` row fits 16 bytes)."""
+
+READABLE_VERSIONS = (2, 3)
+"""Schema versions this gradlog reads: version 2 parts differ only in their ``tensors`` and
+``steps`` tables (see :func:`table_at`)."""
 
 META_FILE = "meta.json"
 PART_PREFIX = "part-"
@@ -103,27 +109,29 @@ _RUN_ID = Column(
     "per part, so it costs almost nothing): queries over many runs need no file paths.",
 )
 
+_COUNT = Column("count", "int64", "Number of elements (numel), NaN and Inf included.")
+_ZEROS = Column("zeros", "int64", "Number of elements equal to zero (+0 or -0).")
+_NONFINITE = Column("nonfinite", "int64", "Number of NaN, +Inf and -Inf elements.")
+
 STAT_COLUMNS: tuple[Column, ...] = (
-    Column("count", "int64", "Number of elements (numel), NaN and Inf included."),
-    Column("sum", "float32", "Sum of the finite elements."),
+    _COUNT,
     Column(
-        "sumsq",
+        "sum",
         "float64",
-        "Sum of squares of the finite elements (float64: it stays finite for gradients up to "
-        "1e154; values within the float32 range are stored at float32 precision).",
+        "Sum of the finite elements (float64, like sumsq and absmax: no statistic saturates for "
+        "any float32 or float64 tensor; values within the float32 range are stored at float32 "
+        "precision, so they compress like float32).",
     ),
-    Column("min", "float32", "Smallest finite element; +inf when there is none."),
-    Column("max", "float32", "Largest finite element; -inf when there is none."),
-    Column(
-        "absmax",
-        "float64",
-        "Largest |x| over finite elements; 0 when there is none (float64, like sumsq; sum, "
-        "min and max saturate to +-inf beyond the float32 range, the nonfinite count does not).",
-    ),
-    Column("zeros", "int64", "Number of elements equal to zero (+0 or -0)."),
-    Column("nonfinite", "int64", "Number of NaN, +Inf and -Inf elements."),
+    Column("sumsq", "float64", "Sum of squares of the finite elements."),
+    Column("absmax", "float64", "Largest |x| over finite elements; 0 when there is none."),
+    _ZEROS,
+    _NONFINITE,
 )
-"""Mergeable sufficient statistics: counts and sums add, min/max/absmax take min/max."""
+"""Mergeable sufficient statistics: counts and sums add, absmax takes the max."""
+
+RECORDED_STATS = ("count", "sum", "sumsq", "min", "max", "absmax", "zeros", "nonfinite")
+"""What the recorder's statistics kernels compute per tensor, in this order (one float64 row
+each); the ``tensors`` table stores those of :data:`STAT_COLUMNS`."""
 
 TENSORS = Table(
     name="tensors",
@@ -145,20 +153,22 @@ HISTS = Table(
     sort_key=("kind", "tensor", "step"),
 )
 
+_GRAD_NORM = Column(
+    "grad_norm",
+    "float64",
+    "Global L2 norm of the gradients the optimizer applied (after any clipping; the norm before "
+    "it is the scalar 'grad_norm_preclip'); NaN when any gradient element is non-finite; null "
+    "when no optimizer parameter had a gradient.",
+    nullable=True,
+)
+
 STEPS = Table(
     name="steps",
     doc="One row per optimizer step.",
     columns=(
         _STEP,
         Column("time", "float64", "Wall time (Unix seconds) when the step's gradients were seen."),
-        Column(
-            "grad_norm",
-            "float32",
-            "Global L2 norm of the gradients the optimizer applied (after any clipping; the "
-            "norm before it is the scalar 'grad_norm_preclip'); NaN when any gradient element is "
-            "non-finite; null when no optimizer parameter had a gradient.",
-            nullable=True,
-        ),
+        _GRAD_NORM,
         Column("grads_none", "int32", "Optimizer parameters whose .grad was None at this step."),
         Column("loss_scale", "float32", "AMP GradScaler scale used for this step.", nullable=True),
         Column(
@@ -192,6 +202,48 @@ SCALARS = Table(
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (TENSORS, HISTS, STEPS, SCALARS)}
+
+_TENSORS_V2 = Table(
+    name="tensors",
+    doc=TENSORS.doc,
+    columns=(
+        _STEP,
+        _TENSOR,
+        _KIND,
+        _COUNT,
+        Column("sum", "float32", "Sum of the finite elements (saturates beyond float32)."),
+        STAT_COLUMNS[2],
+        Column("min", "float32", "Smallest finite element; +inf when there is none."),
+        Column("max", "float32", "Largest finite element; -inf when there is none."),
+        STAT_COLUMNS[3],
+        _ZEROS,
+        _NONFINITE,
+        _RUN_ID,
+    ),
+    sort_key=TENSORS.sort_key,
+)
+"""The ``tensors`` table of schema version 2: also ``min`` and ``max``, ``sum`` as float32."""
+
+
+_STEPS_V2 = Table(
+    name="steps",
+    doc=STEPS.doc,
+    columns=tuple(
+        Column(c.name, "float32", c.doc, nullable=True) if c.name == "grad_norm" else c
+        for c in STEPS.columns
+    ),
+    sort_key=STEPS.sort_key,
+)
+"""The ``steps`` table of schema version 2: ``grad_norm`` as float32 (inf beyond 3.4e38)."""
+
+
+def table_at(table: Table, version: int) -> Table:
+    """``table`` as written by schema ``version`` (one of :data:`READABLE_VERSIONS`): readers
+    check a part against it, then read only the current columns (floats widened)."""
+    if version == 2:
+        return {"tensors": _TENSORS_V2, "steps": _STEPS_V2}.get(table.name, table)
+    return table
+
 
 META_FIELDS: dict[str, str] = {
     "schema_version": "int: SCHEMA_VERSION of the writer.",

@@ -6,8 +6,8 @@ detectors' frames, the chart data) uses these expressions.
 Ranks merge by the run's layout (:attr:`gradlog.rundir.Run.layout`): where every rank holds the
 whole tensor (DDP replicas of one all-reduced gradient), additive statistics are averaged over the
 ranks and the global norm is their mean; where ranks hold shards (FSDP), additive statistics add
-and the global norm is the square root of the sum of the ranks' squared norms. min/max/absmax
-always take min/max.
+and the global norm is the square root of the sum of the ranks' squared norms. absmax always
+takes the max.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ def merge_ranks(lf: pl.LazyFrame, layout: Layout) -> pl.LazyFrame:
     div = pl.len().cast(pl.Float64) if layout == "replicated" else pl.lit(1.0)
     return lf.group_by(*KEY).agg(
         *[(pl.col(c).cast(pl.Float64).sum() / div).alias(c) for c in ADDITIVE],
-        pl.col("min").min(),
-        pl.col("max").max(),
         pl.col("absmax").max(),
     )
 

@@ -26,8 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gradlog.rundir import REPEATED_STEPS, Layout, Run, open_run
-from gradlog.schema import PART_PREFIX, PART_SUFFIX, TABLES, Table, arrow_schema
+from gradlog.rundir import REPEATED_STEPS, Layout, Run, open_run, part_schema_version
+from gradlog.schema import (
+    PART_PREFIX,
+    PART_SUFFIX,
+    SCHEMA_VERSION,
+    TABLES,
+    Table,
+    arrow_schema,
+    polars_schema,
+    table_at,
+)
 
 _CATALOGUE_SCHEMA: dict[str, Any] = {
     "tensor": pl.Categorical,  # as in the frames, so that they join
@@ -57,6 +66,8 @@ class RunData:
     recorded again: the later rows win, these are left out by every reader."""
     part_rows: dict[Path, int] = field(default_factory=dict)
     """Rows of each part, from its footer."""
+    versions: dict[Path, int] = field(default_factory=dict)
+    """Schema version of each part written with another than the current one (an older run)."""
 
     @property
     def path(self) -> Path:
@@ -117,7 +128,9 @@ class RunData:
             return None
         schema = TABLES[table]
         cats = [c.name for c in schema.columns if c.type == "dict"]
-        if not any(f in self.superseded for f in files):
+        if any(f in self.versions for f in files):  # an older run: each part in today's columns
+            lf = pl.concat([self._scan_one(f, schema) for f in files], how="vertical")
+        elif not any(f in self.superseded for f in files):
             lf = _scan(files)
         else:  # parts with superseded rows are scanned alone, without those rows
             pieces: list[pl.LazyFrame] = []
@@ -141,6 +154,19 @@ class RunData:
                 pieces.append(_scan(plain))
             lf = pl.concat(pieces, how="vertical")
         return lf.with_columns([pl.col(c).cast(pl.String) for c in cats]) if strings else lf
+
+    def _scan_one(self, part: Path, table: Table) -> pl.LazyFrame:
+        """``part`` alone, without its superseded rows, in ``table``'s current columns."""
+        lf = _scan([part])
+        drop = self.superseded.get(part)
+        if drop is not None:
+            rows = pl.Series(drop, dtype=pl.Int64).implode()
+            lf = lf.with_row_index("_row").filter(~pl.col("_row").cast(pl.Int64).is_in(rows))
+        want = polars_schema(table)
+        return lf.select(
+            *[pl.col(c).cast(t) if t != pl.String else pl.col(c) for c, t in want.items()],
+            pl.col("rank"),
+        )
 
     def parts_in_step_order(self, table: str) -> bool:
         """Whether ``table``'s parts are all of one rank and follow each other in step order.
@@ -209,6 +235,7 @@ def check_part(part: Path, table: Table) -> PartCheck:
     try:
         pf = pq.ParquetFile(part, page_checksum_verification=True)
         footer = pf.metadata
+        table = table_at(table, part_schema_version(pf.schema_arrow, table))
         step_col = footer.schema.names.index("step")
         lo: int | None = None
         hi: int | None = None
@@ -254,14 +281,14 @@ def _polars_type(t: pl.DataType) -> str:
 
 
 @functools.cache
-def _polars_schema(table: str) -> pl.Schema:
+def _polars_schema(table: Table) -> pl.Schema:
     return pl.DataFrame(_arrow_schema(table).empty_table()).schema
 
 
 def _polars_footer(part: Path, table: Table) -> str | None:
     """Why polars, which parses the footer's own schema (pyarrow prefers the ``ARROW:schema``
     copy), would read ``part`` other than declared; None when it agrees."""
-    want = _polars_schema(table.name)
+    want = _polars_schema(table)
     got = pl.read_parquet_schema(part)
     for name, dtype in want.items():
         have = got.get(name)
@@ -273,7 +300,7 @@ def _polars_footer(part: Path, table: Table) -> str | None:
 
 
 def _check_values(data: pa.RecordBatch, table: Table) -> str | None:
-    for f in _arrow_schema(table.name):
+    for f in _arrow_schema(table):
         got = data.schema.field(f.name).type
         if not _same_type(got, f.type):
             return f"column {f.name} is {got}, not {f.type}"
@@ -283,8 +310,8 @@ def _check_values(data: pa.RecordBatch, table: Table) -> str | None:
 
 
 @functools.cache
-def _arrow_schema(table: str) -> pa.Schema:
-    return arrow_schema(TABLES[table])
+def _arrow_schema(table: Table) -> pa.Schema:
+    return arrow_schema(table)
 
 
 def verify_part(part: Path, table: str) -> str | None:
@@ -482,9 +509,11 @@ def from_run(run: Run, *, verify: bool = True) -> RunData:
     parts = {t: run.files(t) for t in TABLES}
     ranges = {p.path: p.steps for ps in run.parts.values() for p in ps if p.steps is not None}
     sizes = {p.path: p.rows for ps in run.parts.values() for p in ps}
+    older = {p.path: p.version for ps in run.parts.values() for p in ps}
+    older = {path: v for path, v in older.items() if v != SCHEMA_VERSION}
     if run.status == "running":
         run.problems.append("run is still being written; analysed as far as it got")
-    data = RunData(run, _catalogue(run), parts, ranges, part_rows=sizes)
+    data = RunData(run, _catalogue(run), parts, ranges, part_rows=sizes, versions=older)
     if verify:
         check_parts(data)
     resolve_repeats(data)

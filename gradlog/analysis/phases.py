@@ -17,7 +17,8 @@ from gradlog.analysis.robust import window_len
 
 def overflowed_norm_steps(frames: RunFrames) -> set[int]:
     """Steps whose stored global norm is non-finite although the recorded per-tensor non-finite
-    counts are all 0: a float64 gradient whose norm overflowed float32, not a NaN/Inf."""
+    counts are all 0: a float64 gradient whose norm overflowed float32 (schema 2 stored it as
+    float32; schema 3 as float64, where only a norm beyond 1.8e308 overflows), not a NaN/Inf."""
     steps = frames.steps
     bad = steps.filter(~pl.col("grad_norm").is_finite() & pl.col("grad_norm").is_not_null())
     if bad.is_empty() or frames.grad.is_empty():

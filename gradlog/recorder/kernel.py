@@ -1,7 +1,7 @@
 """The one-pass CPU statistics kernel (numba), loaded off the training thread.
 
 :func:`fused_stats` reads each tensor once and returns the statistics of
-:data:`gradlog.schema.STAT_COLUMNS` and, when asked, the exponent histogram; :func:`diff_stats`
+:data:`gradlog.schema.RECORDED_STATS` and, when asked, the exponent histogram; :func:`diff_stats`
 returns the statistics of ``after - before`` without writing the difference; :func:`copy_stats`
 copies tensors into buffers and takes their statistics in the same pass. All need the
 compiled kernels, which :func:`start_loading` prepares in a daemon thread: a low-priority child
@@ -27,7 +27,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from gradlog.schema import HIST_BINS, STAT_COLUMNS
+from gradlog.schema import HIST_BINS, RECORDED_STATS
 
 _MODULE = "gradlog.recorder._numba_kernels"
 _COMPILE_TIMEOUT_S = 600.0
@@ -213,7 +213,7 @@ def fused_stats(
     CPU tensors, each read once. Semantics as :func:`gradlog.recorder.stats.tensor_stats`."""
     k = _module(module)
     n = len(tensors)
-    stats = np.zeros((n, len(STAT_COLUMNS)))
+    stats = np.zeros((n, len(RECORDED_STATS)))
     hists = np.zeros((n, HIST_BINS), dtype=np.int64) if hist else None
     plain = _plain_float32(tensors)
     if plain is not None:  # the common case, in one loop over the tensors
@@ -226,7 +226,7 @@ def fused_stats(
             continue
         addresses = np.array([flat[i].data_ptr() for i in rows], dtype=np.int64)
         sizes = np.array([flat[i].numel() for i in rows], dtype=np.int64)
-        part = stats if len(rows) == n else np.zeros((len(rows), len(STAT_COLUMNS)))
+        part = stats if len(rows) == n else np.zeros((len(rows), len(RECORDED_STATS)))
         part_h = np.zeros((len(rows) if hist else 1, HIST_BINS), dtype=np.int64)
         if hist and hists is not None and len(rows) == n:
             part_h = hists
@@ -248,7 +248,7 @@ def diff_stats(
     would), reading each pair once and writing nothing but the result."""
     k = _module(module)
     n = len(before)
-    stats = np.zeros((n, len(STAT_COLUMNS)))
+    stats = np.zeros((n, len(RECORDED_STATS)))
     narrow, wide, flat0 = _prepared(before)
     _, _, flat1 = _prepared(after)
     for rows, is_wide in ((narrow, False), (wide, True)):
@@ -257,7 +257,7 @@ def diff_stats(
         a0 = np.array([flat0[i].data_ptr() for i in rows], dtype=np.int64)
         a1 = np.array([flat1[i].data_ptr() for i in rows], dtype=np.int64)
         sizes = np.array([flat0[i].numel() for i in rows], dtype=np.int64)
-        part = stats if len(rows) == n else np.zeros((len(rows), len(STAT_COLUMNS)))
+        part = stats if len(rows) == n else np.zeros((len(rows), len(RECORDED_STATS)))
         k.difference(a0, a1, sizes, is_wide, part)
         if len(rows) != n:
             stats[rows] = part
@@ -295,7 +295,7 @@ def copy_stats(
     source is read once and each target written once."""
     k = _module(module)
     n = len(sources)
-    out = np.zeros((n if stats else 1, len(STAT_COLUMNS)))
+    out = np.zeros((n if stats else 1, len(RECORDED_STATS)))
     for is_wide in (False, True):
         dtype = torch.float64 if is_wide else torch.float32
         rows = [i for i, x in enumerate(sources) if x.dtype == dtype]
@@ -304,7 +304,7 @@ def copy_stats(
         src = np.array([sources[i].data_ptr() for i in rows], dtype=np.int64)
         dst = np.array([targets[i].data_ptr() for i in rows], dtype=np.int64)
         sizes = np.array([sources[i].numel() for i in rows], dtype=np.int64)
-        part = out if len(rows) == n or not stats else np.zeros((len(rows), len(STAT_COLUMNS)))
+        part = out if len(rows) == n or not stats else np.zeros((len(rows), len(RECORDED_STATS)))
         k.copy(src, dst, sizes, is_wide, part, stats)
         if stats and len(rows) != n:
             out[rows] = part

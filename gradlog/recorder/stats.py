@@ -1,7 +1,7 @@
 """Statistics kernels: tensors in, one tensor of statistics out. No hooks, no I/O.
 
 :func:`tensor_stats` returns, for each input tensor, the mergeable sufficient statistics declared
-in :data:`gradlog.schema.STAT_COLUMNS` (count, sum, sumsq, min, max, absmax, zeros, nonfinite) as
+in :data:`gradlog.schema.RECORDED_STATS` (count, sum, sumsq, min, max, absmax, zeros, nonfinite) as
 one ``float64`` tensor of shape ``[n, 8]`` on the inputs' device. :func:`exponent_histogram`
 returns ``[n, HIST_BINS]`` counts; :func:`stats_and_histogram` returns both from one pass, and
 :func:`update_stats` the statistics of ``after - before``; :func:`copy_and_stats` copies
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from gradlog.recorder import kernel
-from gradlog.schema import EXP_BINS, EXP_MIN, HIST_BINS, HIST_NONFINITE_BIN, STAT_COLUMNS
+from gradlog.schema import EXP_BINS, EXP_MIN, HIST_BINS, HIST_NONFINITE_BIN, RECORDED_STATS
 
-NSTATS = len(STAT_COLUMNS)
+NSTATS = len(RECORDED_STATS)
 COUNT, SUM, SUMSQ, MIN, MAX, ABSMAX, ZEROS, NONFINITE = range(NSTATS)
 EMPTY_ROW = (0.0, 0.0, 0.0, math.inf, -math.inf, 0.0, 0.0, 0.0)
 """The statistics of an empty tensor; also the identity element of :func:`merge_stats`."""

@@ -28,6 +28,7 @@ from gradlog.recorder.norms import norm_from_sumsq
 from gradlog.schema import (
     HIST_BINS,
     HISTS,
+    RECORDED_STATS,
     SCALARS,
     STAT_COLUMNS,
     STAT_KINDS,
@@ -39,15 +40,16 @@ from gradlog.schema import (
     part_name,
 )
 
-NSTATS = 8
-_STAT_NAMES = [c.name for c in STAT_COLUMNS]
-_SUMSQ = _STAT_NAMES.index("sumsq")
-_NONFINITE = _STAT_NAMES.index("nonfinite")
-_FLOAT_COLS = {"sum", "sumsq", "min", "max", "absmax"}
+NSTATS = len(RECORDED_STATS)
+_STORED = [(c.name, RECORDED_STATS.index(c.name)) for c in STAT_COLUMNS]
+"""Each stored statistic and its place in a kernel's row (min and max are not stored)."""
+_SUMSQ = RECORDED_STATS.index("sumsq")
+_NONFINITE = RECORDED_STATS.index("nonfinite")
+_FLOAT_COLS = {"sum", "sumsq", "absmax"}
 MAX_ERRORS_KEPT = 20
 
 
-def _stat_floats(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+def stat_floats(values: np.ndarray, typ: pa.DataType) -> pa.Array:
     """A statistics column: -0.0 stored as 0.0; a float64 column holds float32 precision where
     float32 holds the value (so it compresses like float32) and full float64 beyond it."""
     v = np.asarray(values, dtype=np.float64) + 0.0  # -0.0 + 0.0 == +0.0
@@ -339,7 +341,7 @@ class Writer:
                     "tensor": seg.tensors.astype(np.int32),
                     "kind": np.full(n, seg.kind, dtype=np.int32),
                 }
-                for j, col in enumerate(_STAT_NAMES):
+                for col, j in _STORED:
                     cols[col] = rows[:, j]
                 self._buffers["tensors"].append(cols)
                 if seg.norm_rows is not None and seg.norm_rows.any():
@@ -464,7 +466,7 @@ class Writer:
                 missing = ~cols[f"{f.name}{_VALID}"][order].astype(bool)
                 arr = pa.array(values.astype(np.float64), mask=missing).cast(f.type)
             elif f.name in _FLOAT_COLS:
-                arr = _stat_floats(values, f.type)
+                arr = stat_floats(values, f.type)
             else:
                 arr = pa.array(values).cast(f.type)
             arrays.append(arr)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gradlog.schema import (
     HIST_BINS,
@@ -103,8 +105,6 @@ def make_run(
         rows["count"].append(cnt)
         rows["sum"].append(float(v * (cnt - nf)))
         rows["sumsq"].append(float(norm**2) if np.isfinite(norm) else 0.0)
-        rows["min"].append(float(v))
-        rows["max"].append(float(v))
         rows["absmax"].append(float(v))
         rows["zeros"].append(round(zf * cnt))
         rows["nonfinite"].append(nf)
@@ -178,3 +178,34 @@ def batch_row(d: dict[str, Any]) -> Any:
         update_ratio_peak=d.get("update_ratio_peak"),
         update_ratio_median=d.get("update_ratio_median"),
     )
+
+
+def as_schema_2_part(part: Path, *, label: str | None = "2") -> None:
+    """Rewrite a ``tensors`` or ``steps`` part as gradlog with schema version 2 wrote it:
+    ``tensors`` also with ``min`` and ``max`` (float32) and ``sum`` as float32, ``steps`` with
+    ``grad_norm`` as float32 (``label`` None: without the version metadata, as another writer
+    would leave it)."""
+    t = pq.read_table(part)
+    cols = {n: t[n] for n in t.column_names}
+    names = list(t.column_names)
+    if "sumsq" in cols:
+        absmax = t["absmax"].to_numpy()
+        cols["sum"] = t["sum"].cast(pa.float32())
+        cols["min"] = pa.array(-absmax, pa.float32())
+        cols["max"] = pa.array(absmax, pa.float32())
+        names = ["step", "tensor", "kind", "count", "sum", "sumsq", "min", "max", "absmax"]
+        names += ["zeros", "nonfinite", "run_id"]
+    else:
+        cols["grad_norm"] = t["grad_norm"].cast(pa.float32())
+    meta = {"gradlog_schema_version": label} if label is not None else None
+    pq.write_table(pa.table([cols[n] for n in names], names=names, metadata=meta), part)
+
+
+def as_schema_2(run: Path) -> None:
+    """Rewrite the whole run (meta.json, every tensors and steps part) as schema version 2."""
+    for table in ("tensors", "steps"):
+        for part in sorted((run / table).glob("rank=*/part-*.parquet")):
+            as_schema_2_part(part)
+    meta = json.loads((run / "meta.json").read_text())
+    meta["schema_version"] = 2
+    (run / "meta.json").write_text(json.dumps(meta))

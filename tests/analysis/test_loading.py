@@ -20,7 +20,7 @@ from gradlog.analysis.frames import build_frames
 from gradlog.analysis.pipeline import analyze_run
 from gradlog.errors import RunNotFoundError
 from gradlog.schema import SCALARS, STEPS, TENSORS
-from tests.analysis.synth import make_run, write_table
+from tests.analysis.synth import as_schema_2, as_schema_2_part, make_run, write_table
 
 
 def _run(tmp_path: Path) -> Path:
@@ -81,8 +81,6 @@ def _repeat_part(run: Path, first: int, last: int, scale: float, rank: int = 0) 
                 "count": 100,
                 "sum": 0.0,
                 "sumsq": norm**2,
-                "min": 0.0,
-                "max": 0.0,
                 "absmax": 0.0,
                 "zeros": 0,
                 "nonfinite": 0,
@@ -246,3 +244,60 @@ def test_a_run_directory_that_is_not_utf8_names_its_parts_relative_to_the_run(
         "steps 0-19 of table steps recorded twice (rank=0/part-000000.parquet, "
         "rank=0/part-000003.parquet); the later part's rows are used"
     ]
+
+
+# ----------------------------------------------------------------- schema version 2 runs
+def _grad_frame(run: Path) -> pl.DataFrame:
+    data = load_run(run)
+    assert not data.problems, data.problems
+    return build_frames(data).grad.sort("tensor", "step")
+
+
+def _two_part_run(root: Path, name: str) -> Path:
+    rng = np.random.default_rng(7)
+    norms = {t: rng.lognormal(0, 1, 40) for t in ("a", "b", "c")}
+    run = make_run(root, name, norms, loss=np.linspace(3, 1, 40), numel=64)
+    # Split the tensors part in two (steps 0-19 and 20-39), as a run resumed at step 20 has.
+    d = run / "tensors" / "rank=0"
+    (only,) = sorted(d.iterdir())
+    t = pq.read_table(only)
+    early = pc.less(t["step"], 20)
+    pq.write_table(t.filter(early), d / "part-000000.parquet")
+    pq.write_table(t.filter(pc.invert(early)), d / "part-000001.parquet")
+    if only.name not in ("part-000000.parquet", "part-000001.parquet"):
+        only.unlink()
+    return run
+
+
+def test_schema_2_runs_and_resumed_runs_read_as_schema_3(tmp_path: Path) -> None:
+    ref = _grad_frame(_two_part_run(tmp_path, "v3"))
+    old = _two_part_run(tmp_path, "v2")
+    as_schema_2(old)
+    resumed = _two_part_run(tmp_path, "resumed")  # part 0 by the old gradlog, part 1 by this one
+    as_schema_2_part(resumed / "tensors" / "rank=0" / "part-000000.parquet")
+    foreign = _two_part_run(tmp_path, "foreign")  # v2 columns, no version: another writer
+    as_schema_2_part(foreign / "tensors" / "rank=0" / "part-000001.parquet", label=None)
+    for run in (old, resumed, foreign):
+        got = _grad_frame(run)
+        assert got.height == ref.height == 120
+        for col in ("norm", "mean", "absmax", "nonfinite"):
+            np.testing.assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=1e-6)
+        # std = sqrt(sumsq/n - mean**2) of constant values: 0, but for the float32 sum of v2
+        gap = np.abs(got["std"].to_numpy() - ref["std"].to_numpy())
+        assert (gap <= 1e-3 * ref["rms"].to_numpy()).all()
+        data = load_run(run)
+        assert data.rows["tensors"] == 120
+        scanned = data.scan("tensors")
+        assert scanned is not None
+        assert "min" not in scanned.collect_schema().names()
+        assert scanned.collect_schema()["sum"] == pl.Float64
+
+
+def test_a_part_not_of_its_stated_version_is_named(tmp_path: Path) -> None:
+    run = _two_part_run(tmp_path, "r")
+    as_schema_2_part(run / "tensors" / "rank=0" / "part-000001.parquet", label="3")
+    data = load_run(run)
+    (problem,) = [p for p in data.problems if "part-000001" in p]
+    assert "columns differ from schema" in problem
+    assert "unexpected ['max', 'min']" in problem
+    assert data.rows["tensors"] == 60

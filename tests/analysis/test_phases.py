@@ -4,27 +4,34 @@ GradScaler skips, lone spikes, neutral zero-gradient wording, consistent hints, 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
-from gradlog.analysis import AnalysisConfig
+from gradlog.analysis import AnalysisConfig, load_run
 from gradlog.analysis.batch import outcome, ranking
 from gradlog.analysis.detectors import dead, exploding, loss, nonfinite, precision, spikes
 from gradlog.analysis.findings import Finding, Kind, Severity, reconcile
+from gradlog.analysis.frames import DETECTOR_COLUMNS, build_frames
 from gradlog.analysis.phases import phases
 from gradlog.analysis.result import RunResult
 from gradlog.analysis.trend import Convergence
-from tests.analysis.synth import FramesOf
+from tests.analysis.synth import FramesOf, as_schema_2, make_run
 
 
+@pytest.mark.parametrize("version", [2, 3])
 def test_float64_norms_beyond_float32_are_not_nonfinite(
-    frames_of: FramesOf, cfg: AnalysisConfig
+    tmp_path: Path, cfg: AnalysisConfig, version: int
 ) -> None:
     n = 40
-    g = np.where(np.arange(n) < 20, 1.0, 1e40)  # the stored float32 global norm reads inf
-    f = frames_of({"a": g, "b": g})
-    assert not np.isfinite(f.steps["grad_norm"].to_numpy()[25])
+    g = np.where(np.arange(n) < 20, 1.0, 1e40)
+    run = make_run(tmp_path, "r", {"a": g, "b": g})
+    if version == 2:  # stored the global norm as float32, where it reads inf
+        as_schema_2(run)
+    f = build_frames(load_run(run), DETECTOR_COLUMNS)
+    assert np.isfinite(f.steps["grad_norm"].to_numpy()[25]) == (version == 3)
     assert nonfinite.detect(f, cfg) == []
     assert phases(f, cfg).healthy_end is None
     (glob, *_) = exploding.detect(f, cfg)

@@ -29,6 +29,7 @@ from tests.recorder.helpers import (
     read_meta,
     read_rows,
     reference_hist,
+    reference_stats,
     scalar_rows,
     stat_rows,
 )
@@ -412,6 +413,30 @@ def test_float64_parameters(tmp_path: Path) -> None:
         assert_stats_match(row, cap.grad(s, name), stored_float32=True)
     for r in read_rows(run, "hists"):
         np.testing.assert_array_equal(r["bins"], reference_hist(cap.grad(r["step"], r["tensor"])))
+
+
+def test_float64_gradients_beyond_the_float32_range_are_stored_finite(tmp_path: Path) -> None:
+    # Gradients of 1e40-1e60: float32 cannot hold them; every stored sum, sum of squares and
+    # absmax is the float64 value (schema 3), none reads inf, and nothing is counted non-finite.
+    model = chain_model(torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    cap = Capture(model, opt)
+    gen = torch.Generator().manual_seed(0)
+    with Recorder(model, opt, root=tmp_path):
+        for scale in (1e40, 1e60):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, dtype=torch.float64, generator=gen) * scale
+            opt.step()
+    run = only_run(tmp_path)
+    rows = stat_rows(run, "grad")
+    assert len(rows) == 2 * len(CHAIN_NAMES)
+    for (s, name), row in rows.items():
+        ref = reference_stats(cap.grad(s, name))
+        assert ref["absmax"] > 3.5e38  # float32's largest is 3.4e38
+        assert row["nonfinite"] == 0
+        for col in ("sum", "sumsq", "absmax"):
+            assert np.isfinite(row[col]), (col, row[col])
+            assert row[col] == pytest.approx(ref[col], rel=1e-6), col
 
 
 def test_tied_weights_are_catalogued_once_and_model_none_names_by_optimizer(

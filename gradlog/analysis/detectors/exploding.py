@@ -60,7 +60,8 @@ def start_step(
 
 def global_norms(frames: RunFrames, st: pl.DataFrame) -> np.ndarray:
     """The steps' global norms; where the stored one overflowed (inf with no non-finite element
-    recorded: a float64 gradient beyond the float32 range), the norm of the per-tensor norms."""
+    recorded: a float64 gradient beyond the float32 range in a schema 2 run), the norm of the
+    per-tensor norms."""
     norm = st["grad_norm"].to_numpy().astype(np.float64)
     over = overflowed_norm_steps(frames)
     if over:
