@@ -28,8 +28,10 @@ first seen inside its first ``train()``: if that call fails, the Recorder's exit
 the run crashed when the exception ends the process, and the next ``train()`` with this
 callback closes the dangling run as crashed.
 
-Recorder steps count from 0 in each ``train()``: step ``s`` is the Trainer's ``global_step``
-``s + 1`` (plus ``initial_global_step`` in the run's config when resumed from a checkpoint).
+Recorder step ``s`` is the Trainer's ``global_step`` ``s + 1``, also in a ``train()`` resumed
+from a checkpoint: its run's first step is the checkpoint's ``global_step`` (also kept in the
+run's config as ``initial_global_step``), so the steps of a resumed run line up with those of
+the run it continues.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class GradlogCallback(TrainerCallback):
                 root=self.root,
                 name=self.name if self.name is not None else type(model).__name__,
                 config=self._run_config(args, state, model),
+                first_step=int(state.global_step or 0),
                 **self._recorder_kwargs,
             )
         except ConfigError:

@@ -383,3 +383,37 @@ def test_loss_is_the_logging_window_mean(tmp_path: Path) -> None:
     names = {name for _, name in scalars}
     assert "custom" in names
     assert not names & {"note", "flag", "x" * 300, "grad_norm"}
+
+
+def test_a_resumed_train_records_steps_aligned_with_global_step(tmp_path: Path) -> None:
+    """Resumed from a checkpoint at global_step 4, the run's steps are 4..7 (global_step - 1),
+    continuing the first run's 0..3, and each logged loss sits at its global_step - 1."""
+    data = token_data(256, vocab=32, length=8)
+    root = tmp_path / "runs"
+    args = _args(tmp_path, max_steps=4, save_strategy="steps", save_steps=4)
+    first = Trainer(
+        model=_tiny_gpt2(), args=args, train_dataset=data, callbacks=[GradlogCallback(root)]
+    )
+    first.train()
+    (checkpoint,) = sorted((tmp_path / "out").glob("checkpoint-*"))
+    logs = LogCapture()
+    resumed = Trainer(
+        model=_tiny_gpt2(),
+        args=_args(tmp_path, max_steps=8),
+        train_dataset=data,
+        callbacks=[GradlogCallback(root), logs],
+    )
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 8
+    runs = run_dirs(root)
+    assert len(runs) == 2
+    by_first = {read_meta(r)["first_step"]: r for r in runs}
+    assert sorted(by_first) == [0, 4]
+    assert sorted(recorded(by_first[0])["steps"]) == [0, 1, 2, 3]
+    later = recorded(by_first[4])
+    assert sorted(later["steps"]) == [4, 5, 6, 7]
+    assert read_meta(by_first[4])["config"]["initial_global_step"] == 4
+    losses = logs.per_step("loss")
+    assert sorted(losses) == [5, 6, 7, 8]
+    for global_step, value in losses.items():
+        assert later["scalars"][(global_step - 1, "loss")] == pytest.approx(value, rel=1e-12)
