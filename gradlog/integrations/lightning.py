@@ -128,7 +128,9 @@ class GradlogCallback(_CallbackBase):  # type: ignore[misc]  # base added at run
     (``Recorder(only_optimizer_params=True)``), and the loss and metrics go to each optimizer
     that stepped in the batch. ``name`` defaults to the LightningModule's class name;
     ``grads``, ``params``, ``updates``, ``hists`` and ``strict`` are the Recorder's. Under DDP
-    every rank writes its own parts into one shared run directory.
+    every rank writes its own parts into one shared run directory. Recorder step ``s`` is
+    ``trainer.global_step`` ``s + 1``, also in a fit resumed from a checkpoint (its run starts at
+    the checkpoint's step); with several optimizers each run counts its own steps from 0.
     """
 
     def __new__(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
@@ -218,6 +220,21 @@ class GradlogCallback(_CallbackBase):  # type: ignore[misc]  # base added at run
             self._runs.append(run)
             self._by_optimizer[id(recorder.optimizer)] = run
             self.run_dirs.append(recorder.run_dir)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning restores global_step from a checkpoint after on_fit_start: a resumed fit's
+        # run continues the steps of the run it resumes (step s is global_step s + 1). With
+        # several optimizers global_step counts the steps of all of them: each run counts its
+        # own from 0.
+        step = int(trainer.global_step)
+        if len(self._runs) == 1 and step > 0:
+            recorder = self._runs[0].recorder
+            try:
+                recorder.start_at(step)
+            except Exception as exc:
+                if self.strict:
+                    raise
+                self._warn(f"gradlog: the resumed run's steps start at 0, not {step}: {exc!r}")
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer

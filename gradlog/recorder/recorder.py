@@ -347,6 +347,24 @@ class Recorder:
         """Index of the most recent step recorded (-1 before the first)."""
         return self._step - 1
 
+    def start_at(self, step: int) -> None:
+        """Number the first step ``step``, as ``Recorder(first_step=step)`` would: for a
+        framework that learns where a resumed training continues only after the Recorder
+        exists (Lightning restores ``global_step`` after ``on_fit_start``). Raises
+        :class:`ConfigError` once a step, a log call or a clip has been seen."""
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ConfigError(f"start_at needs a non-negative int, got {step!r}")
+        with self._lock:
+            fresh = self._step == self._meta["first_step"] and self._pending is None
+            if not fresh or self._captured is not None or self._clipped is not None:
+                raise ConfigError(
+                    f"start_at({step}) after step {self._meta['first_step']} was begun: "
+                    "call it before the first step, log or clip"
+                )
+            self._step = step
+            self._meta["first_step"] = step
+        self._write_meta()
+
     def step(self, lr: float | torch.Tensor | None = None) -> None:
         """Record one step of a loop without an optimizer (``Recorder(model, None)``).
 

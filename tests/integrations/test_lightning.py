@@ -364,3 +364,27 @@ def test_pickles_for_ddp_spawn(tmp_path: Path) -> None:
     assert isinstance(copy, lp.Callback)
     assert type(copy) is type(callback)
     assert (copy.root, copy.name) == (tmp_path, "x")
+
+
+def test_a_fit_resumed_from_a_checkpoint_continues_the_steps(tmp_path: Path) -> None:
+    """Lightning restores global_step after on_fit_start: resumed at global_step 4, the new
+    run's steps are 4..7 (global_step - 1), continuing the first run's 0..3."""
+    root = tmp_path / "runs"
+    kwargs = {**trainer_kwargs(), "enable_checkpointing": True, "default_root_dir": tmp_path}
+    first = lp.Trainer(callbacks=[GradlogCallback(root)], max_steps=4, **kwargs)
+    first.fit(Regression(), regression_data(16))
+    (checkpoint,) = sorted(tmp_path.rglob("*.ckpt"))
+    module = Regression()
+    resumed = lp.Trainer(callbacks=[GradlogCallback(root)], max_steps=8, **kwargs)
+    resumed.fit(module, regression_data(16), ckpt_path=checkpoint)
+    assert resumed.global_step == 8
+    by_first = {read_meta(r)["first_step"]: r for r in run_dirs(root)}
+    assert sorted(by_first) == [0, 4]
+    assert sorted(read_recorded(by_first[0]).steps) == [0, 1, 2, 3]
+    later = read_recorded(by_first[4])
+    assert sorted(later.steps) == [4, 5, 6, 7]
+    assert len(module.reference) == 4
+    losses = _step_losses(module)  # by global_step at each training_step: the module's count
+    assert sorted(losses) == [4, 5, 6, 7]
+    for step, loss in losses.items():
+        assert rel(later.scalars[(step, "loss")], loss) <= 1e-6, step

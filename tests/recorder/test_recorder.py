@@ -887,3 +887,23 @@ def test_schedules_pickle_and_keep_their_meaning() -> None:
         assert again == sched
         assert repr(again) == repr(sched)
         assert [again(s) for s in range(60)] == [sched(s) for s in range(60)]
+
+
+def test_start_at_numbers_the_first_step_only_before_it(tmp_path: Path) -> None:
+    model = chain_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Recorder(model, opt, root=tmp_path) as rec:
+        with pytest.raises(ConfigError, match="non-negative int"):
+            rec.start_at(-1)
+        rec.start_at(40)
+        for _ in range(2):
+            opt.zero_grad()
+            torch.autograd.backward(_loss(model, *_batch()))
+            opt.step()
+            rec.log(loss=1.0)
+        with pytest.raises(ConfigError, match=r"start_at\(7\) after step 40 was begun"):
+            rec.start_at(7)
+    run = only_run(tmp_path)
+    assert read_meta(run)["first_step"] == 40
+    assert sorted({s for s, _ in stat_rows(run, "grad")}) == [40, 41]
+    assert sorted(s for s, name in scalar_rows(run) if name == "loss") == [40, 41]
