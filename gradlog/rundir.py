@@ -265,10 +265,11 @@ def _schema_problem(schema: Any, table: Table) -> tuple[str | None, int]:
     versions: tuple[int, ...] = tuple(reversed(READABLE_VERSIONS))
     if raw is not None:
         text = raw.decode(errors="replace")
-        if not (text.isascii() and text.isdigit() and int(text) in READABLE_VERSIONS):
-            readable = " and ".join(str(v) for v in READABLE_VERSIONS)
-            return f"written with schema version {text}, this gradlog reads {readable}", 0
-        versions = (int(text),)
+        known = {str(v): v for v in READABLE_VERSIONS}
+        if text not in known:
+            readable = " and ".join(known)
+            return f"written with schema version {text[:40]}, this gradlog reads {readable}", 0
+        versions = (known[text],)
     first: str | None = None
     for version in versions:
         problem = _columns_problem(schema, table_at(table, version))
