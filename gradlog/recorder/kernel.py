@@ -4,10 +4,9 @@
 :data:`gradlog.schema.RECORDED_STATS` and, when asked, the exponent histogram; :func:`diff_stats`
 returns the statistics of ``after - before`` without writing the difference; :func:`copy_stats`
 copies tensors into buffers and takes their statistics in the same pass. All need the
-compiled kernels, which :func:`start_loading` prepares in a daemon thread: from numba's on-disk
-cache when it holds them all (about a second); otherwise (first run on a machine) the thread is
-refused compiling and a low-priority child process compiles them into the cache (some seconds
-of one core), then the thread loads them from there. Until :func:`ready` is True, and for good when
+compiled kernels, which :func:`start_loading` prepares in a daemon thread: a low-priority child
+process compiles them into numba's on-disk cache (first run on a machine, some seconds of one
+core), then the thread loads them from there. Until :func:`ready` is True, and for good when
 numba is missing or anything fails, callers use the torch/numpy kernels of
 :mod:`gradlog.recorder.stats`. ``GRADLOG_KERNEL=torch`` in the environment disables this module.
 """
@@ -56,15 +55,12 @@ class _Loader:
         self.kernels: ModuleType | None = None
         self.why: str | None = None
         self.done = threading.Event()
-        self.children = 0  # compiling child processes run (0 when numba's cache was warm)
 
     def load(self, in_child: bool) -> None:
         try:
             if importlib.util.find_spec("numba") is None:
                 raise ImportError("numba is not installed (pip install 'torch-gradlog[fast]')")
-            if in_child and _from_cache_only():
-                module = import_kernels()  # every kernel is loaded: warm_up below is instant
-            elif in_child:
+            if in_child:
                 # Compile in a child process at the lowest priority: the compiler holds the GIL
                 # and a core for seconds, which the training process must not feel. Later runs
                 # find the kernels in numba's cache: about a second of the child's CPU.
@@ -77,7 +73,6 @@ class _Loader:
                     capture_output=True,
                     timeout=_COMPILE_TIMEOUT_S,
                 )
-                self.children += 1
             module = import_kernels()
             warm_up(module)
         except Exception as exc:  # any failure: the torch kernels stay in use, silently
@@ -90,43 +85,6 @@ class _Loader:
                 self.state = "ready"
         finally:
             self.done.set()
-
-
-class _WouldCompileError(Exception):
-    """Raised into numba by :func:`_from_cache_only` where it would start compiling."""
-
-
-def _from_cache_only() -> bool:
-    """Load every kernel from numba's on-disk cache in this thread, refusing to compile: True
-    when all were there (a warm cache: no child process needed), False at the first kernel
-    numba would have to compile (it is refused before the compiler starts, so this thread never
-    holds the GIL for a compilation; the child compiles it). A cache hit emits no
-    ``numba:compile`` event; a miss emits it before compiling, and the listener, which only
-    acts in this thread, refuses it."""
-    try:
-        from numba.core import event
-
-        module = import_kernels()
-    except Exception:
-        return False
-    me = threading.get_ident()
-
-    class Refuse(event.Listener):
-        def on_start(self, ev: object) -> None:
-            if threading.get_ident() == me:
-                raise _WouldCompileError
-
-        def on_end(self, ev: object) -> None:
-            pass
-
-    try:
-        with event.install_listener("numba:compile", Refuse()):
-            warm_up(module)
-    except _WouldCompileError:
-        return False
-    except Exception:  # anything else: the child path decides
-        return False
-    return True
 
 
 _LOADER = _Loader()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,13 +153,7 @@ def test_auto_uses_the_old_kernel_until_the_new_one_is_ready(
     assert loading.state == "loading"  # nothing waited for it, nothing restarted it
 
 
-@pytest.mark.parametrize("cache", ["warm", "cold"])
-def test_loading_in_the_background_never_blocks_and_then_switches(
-    cache: str, tmp_path: Path
-) -> None:
-    """Warm (numba's cache filled, as by this module's start_loading(wait=True)): the loader
-    thread loads every kernel from the cache, no child process. Cold (an empty cache): the
-    thread is refused compiling, the low-priority child compiles, then the thread loads."""
+def test_loading_in_the_background_never_blocks_and_then_switches() -> None:
     script = textwrap.dedent(
         """
         import time, torch
@@ -173,23 +166,14 @@ def test_loading_in_the_background_never_blocks_and_then_switches(
         while not kernel.ready() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert kernel.ready(), kernel.unavailable_reason()
-        print("ok", first, kernel._LOADER.children)
+        print("ok", first)
         """
     )
-    env = _env()
-    if cache == "cold":
-        env["NUMBA_CACHE_DIR"] = str(tmp_path)
     out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-        env=env,
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=400, check=False
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
-    assert out.stdout.split()[-1] == ("0" if cache == "warm" else "1")
 
 
 def test_disabled_or_missing_numba_degrades_to_the_old_kernel() -> None:
