@@ -4,11 +4,11 @@
 
 1. Each committed sample log (written with schema 2) has its ``tensors`` parts concatenated into
    one table (so part footers do not blur the figure) and written to memory with the recorder's
-   settings (gradlog/recorder/writer.py: zstd level 3, the same dictionary columns, delta-coded
-   steps, step statistics, page checksums): as stored (schema 2: ``sum``/``min``/``max`` float32,
-   ``sumsq``/``absmax`` float64) and converted to schema 3 (no ``min``/``max``, ``sum`` float64 by
-   the writer's own rule: float32 precision where float32 holds the value). Also the bytes of
-   each column in schema 3.
+   settings (gradlog/recorder/writer.py ``parquet_options``: zstd level 3, dictionary columns,
+   delta-coded steps, step statistics, page checksums): as stored (schema 2:
+   ``sum``/``min``/``max`` float32, ``sumsq``/``absmax`` float64) and converted to schema 3
+   (no ``min``/``max``, ``sum`` float64 by the writer's own rule: float32 precision where
+   float32 holds the value). Also the bytes of each column in schema 3.
 2. Fresh runs recorded by this tree's recorder (schema 3, default settings, one part per table:
    the part rotation by time is turned off so the load of the machine does not decide the part
    count): the sample CNN (Adam) and the MLP 8x512 (SGD) of benchmarks/recorder_overhead.py, for
@@ -28,24 +28,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gradlog.recorder.writer import stat_floats
+from gradlog.recorder.writer import parquet_options, stat_floats
 
 
 def _write(table: pa.Table) -> tuple[int, dict[str, int]]:
     """Bytes of ``table`` written with the recorder's settings, and each column's share."""
     buf = io.BytesIO()
-    pq.write_table(
-        table,
-        buf,
-        compression="zstd",
-        compression_level=3,
-        use_dictionary=["tensor", "kind", "count", "run_id"],
-        use_byte_stream_split=False,
-        column_encoding={"step": "DELTA_BINARY_PACKED"},
-        write_statistics=["step"],
-        write_page_checksum=True,
-        row_group_size=1 << 20,
-    )
+    pq.write_table(table, buf, **parquet_options())
     buf.seek(0)
     footer = pq.read_metadata(buf)
     cols: dict[str, int] = {}

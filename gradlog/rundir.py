@@ -255,6 +255,12 @@ def inspect_part(path: Path, table: Table) -> tuple[str | None, tuple[int, int] 
     return None, (int(lo), int(hi)), rows, version
 
 
+_VERSION_LABELS = {str(v): v for v in READABLE_VERSIONS}
+"""A part's ``gradlog_schema_version`` label -> the readable version it names."""
+_READS = " and ".join(_VERSION_LABELS)
+"""The readable versions, as problems name them."""
+
+
 def _schema_problem(schema: Any, table: Table) -> tuple[str | None, int]:
     """(why a part of ``schema`` is not ``table`` or None, the schema version it matches).
 
@@ -265,11 +271,9 @@ def _schema_problem(schema: Any, table: Table) -> tuple[str | None, int]:
     versions: tuple[int, ...] = tuple(reversed(READABLE_VERSIONS))
     if raw is not None:
         text = raw.decode(errors="replace")
-        known = {str(v): v for v in READABLE_VERSIONS}
-        if text not in known:
-            readable = " and ".join(known)
-            return f"written with schema version {text[:40]}, this gradlog reads {readable}", 0
-        versions = (known[text],)
+        if text not in _VERSION_LABELS:
+            return f"written with schema version {text[:40]}, this gradlog reads {_READS}", 0
+        versions = (_VERSION_LABELS[text],)
     first: str | None = None
     for version in versions:
         problem = _columns_problem(schema, table_at(table, version))
@@ -706,9 +710,8 @@ def open_run(path: str | Path) -> Run:
     if readable:
         version = meta.get("schema_version")
         if version not in READABLE_VERSIONS:
-            known = " and ".join(str(v) for v in READABLE_VERSIONS)
             problems.append(
-                f"meta.json schema version {version!r}, this gradlog reads {known}; "
+                f"meta.json schema version {version!r}, this gradlog reads {_READS}; "
                 "parts of another version are skipped"
             )
     stray: list[str] = []

@@ -129,11 +129,12 @@ class RunData:
         schema = TABLES[table]
         cats = [c.name for c in schema.columns if c.type == "dict"]
         if any(f in self.versions for f in files):  # an older run: each part in today's columns
-            lf = pl.concat([self._scan_one(f, schema) for f in files], how="vertical")
+            pieces = [_current_columns(self._scan_alone(f), schema) for f in files]
+            lf = pl.concat(pieces, how="vertical")
         elif not any(f in self.superseded for f in files):
             lf = _scan(files)
         else:  # parts with superseded rows are scanned alone, without those rows
-            pieces: list[pl.LazyFrame] = []
+            pieces = []
             plain: list[Path] = []
             for f in files:
                 drop = self.superseded.get(f)
@@ -143,30 +144,21 @@ class RunData:
                 if plain:
                     pieces.append(_scan(plain))
                     plain = []
-                rows = pl.Series(drop, dtype=pl.Int64).implode()
-                pieces.append(
-                    _scan([f])
-                    .with_row_index("_row")
-                    .filter(~pl.col("_row").cast(pl.Int64).is_in(rows))
-                    .drop("_row")
-                )
+                pieces.append(self._scan_alone(f))
             if plain:
                 pieces.append(_scan(plain))
             lf = pl.concat(pieces, how="vertical")
         return lf.with_columns([pl.col(c).cast(pl.String) for c in cats]) if strings else lf
 
-    def _scan_one(self, part: Path, table: Table) -> pl.LazyFrame:
-        """``part`` alone, without its superseded rows, in ``table``'s current columns."""
+    def _scan_alone(self, part: Path) -> pl.LazyFrame:
+        """``part`` scanned alone, without its superseded rows (if it has any)."""
         lf = _scan([part])
         drop = self.superseded.get(part)
-        if drop is not None:
-            rows = pl.Series(drop, dtype=pl.Int64).implode()
-            lf = lf.with_row_index("_row").filter(~pl.col("_row").cast(pl.Int64).is_in(rows))
-        want = polars_schema(table)
-        return lf.select(
-            *[pl.col(c).cast(t) if t != pl.String else pl.col(c) for c, t in want.items()],
-            pl.col("rank"),
-        )
+        if drop is None:
+            return lf
+        rows = pl.Series(drop, dtype=pl.Int64).implode()
+        keep = ~pl.col("_row").cast(pl.Int64).is_in(rows)
+        return lf.with_row_index("_row").filter(keep).drop("_row")
 
     def parts_in_step_order(self, table: str) -> bool:
         """Whether ``table``'s parts are all of one rank and follow each other in step order.
@@ -191,6 +183,16 @@ class RunData:
         if part in self.parts.get(table, []):
             self.parts[table].remove(part)
             self.problems.append(f"unreadable part {self.run.rel(part)}: {reason}")
+
+
+def _current_columns(lf: pl.LazyFrame, table: Table) -> pl.LazyFrame:
+    """A part of an older schema version in ``table``'s current columns (floats widened, columns
+    the current version dropped left out), and ``rank``."""
+    want = polars_schema(table)
+    return lf.select(
+        *[pl.col(c).cast(t) if t != pl.String else pl.col(c) for c, t in want.items()],
+        pl.col("rank"),
+    )
 
 
 def _scan(files: Sequence[Path]) -> pl.LazyFrame:
@@ -509,8 +511,9 @@ def from_run(run: Run, *, verify: bool = True) -> RunData:
     parts = {t: run.files(t) for t in TABLES}
     ranges = {p.path: p.steps for ps in run.parts.values() for p in ps if p.steps is not None}
     sizes = {p.path: p.rows for ps in run.parts.values() for p in ps}
-    older = {p.path: p.version for ps in run.parts.values() for p in ps}
-    older = {path: v for path, v in older.items() if v != SCHEMA_VERSION}
+    older = {
+        p.path: p.version for ps in run.parts.values() for p in ps if p.version != SCHEMA_VERSION
+    }
     if run.status == "running":
         run.problems.append("run is still being written; analysed as far as it got")
     data = RunData(run, _catalogue(run), parts, ranges, part_rows=sizes, versions=older)

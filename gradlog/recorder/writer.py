@@ -49,6 +49,22 @@ _FLOAT_COLS = {"sum", "sumsq", "absmax"}
 MAX_ERRORS_KEPT = 20
 
 
+def parquet_options(compression_level: int = 3) -> dict[str, Any]:
+    """The ``pyarrow.parquet.write_table`` options every part is written with."""
+    return {
+        "compression": "zstd",
+        "compression_level": compression_level,
+        "use_dictionary": ["tensor", "kind", "name", "count", "run_id"],
+        # No BYTE_STREAM_SPLIT: Spark 4.0's reader rejects it; delta-coded steps win back part
+        # of its cost (BENCHMARKS.md, bytes on disk per row).
+        "use_byte_stream_split": False,
+        "column_encoding": {"step": "DELTA_BINARY_PACKED"},
+        "write_statistics": ["step"],
+        "write_page_checksum": True,  # readers verify pages (CRC32): flips are caught
+        "row_group_size": 1 << 20,
+    }
+
+
 def stat_floats(values: np.ndarray, typ: pa.DataType) -> pa.Array:
     """A statistics column: -0.0 stored as 0.0; a float64 column holds float32 precision where
     float32 holds the value (so it compresses like float32) and full float64 beyond it."""
@@ -480,20 +496,7 @@ class Writer:
         tmp = directory / f".{final.name}.{os.getpid()}{TMP_SUFFIX}"
         try:
             with open(tmp, "wb") as f:
-                pq.write_table(
-                    table,
-                    f,
-                    compression="zstd",
-                    compression_level=self.compression_level,
-                    use_dictionary=["tensor", "kind", "name", "count", "run_id"],
-                    # No BYTE_STREAM_SPLIT: Spark 4.0's reader rejects it; delta-coded steps
-                    # win back part of its cost (BENCHMARKS.md, bytes on disk per row).
-                    use_byte_stream_split=False,
-                    column_encoding={"step": "DELTA_BINARY_PACKED"},
-                    write_statistics=["step"],
-                    write_page_checksum=True,  # readers verify pages (CRC32): flips are caught
-                    row_group_size=1 << 20,
-                )
+                pq.write_table(table, f, **parquet_options(self.compression_level))
                 f.flush()
                 os.fsync(f.fileno())
             final = self._publish(tmp, final, name)

@@ -17,6 +17,7 @@ from gradlog.schema import (
     SCHEMA_VERSION,
     STEPS,
     TENSORS,
+    table_at,
 )
 from tests.parts import write_part
 
@@ -193,8 +194,7 @@ def as_schema_2_part(part: Path, *, label: str | None = "2") -> None:
         cols["sum"] = t["sum"].cast(pa.float32())
         cols["min"] = pa.array(-absmax, pa.float32())
         cols["max"] = pa.array(absmax, pa.float32())
-        names = ["step", "tensor", "kind", "count", "sum", "sumsq", "min", "max", "absmax"]
-        names += ["zeros", "nonfinite", "run_id"]
+        names = table_at(TENSORS, 2).names
     else:
         cols["grad_norm"] = t["grad_norm"].cast(pa.float32())
     meta = {"gradlog_schema_version": label} if label is not None else None
