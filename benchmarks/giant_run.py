@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradlog.recorder.stats import ABSMAX, COUNT, SUMSQ
 from gradlog.recorder.writer import NSTATS, Packet, Segment, Writer
 from gradlog.schema import EXP_MIN, HIST_BINS, META_FILE, SCHEMA_VERSION
 
@@ -68,11 +69,11 @@ def _meta(run: Path, names: list[str], steps: int) -> dict[str, object]:
 
 
 def _stats(norm: np.ndarray, numel: np.ndarray) -> np.ndarray:
-    """tensors x NSTATS rows (count, sum, sumsq, min, max, absmax, zeros, nonfinite)."""
+    """tensors x NSTATS rows of schema.RECORDED_STATS (zero sums, no zeros or NaN/Inf)."""
     out = np.zeros((len(norm), NSTATS))
-    out[:, 0] = numel
-    out[:, 2] = norm * norm
-    out[:, 3], out[:, 4], out[:, 5] = -norm, norm, norm
+    out[:, COUNT] = numel
+    out[:, SUMSQ] = norm * norm
+    out[:, ABSMAX] = norm
     return out
 
 

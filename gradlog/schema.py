@@ -129,9 +129,9 @@ STAT_COLUMNS: tuple[Column, ...] = (
 )
 """Mergeable sufficient statistics: counts and sums add, absmax takes the max."""
 
-RECORDED_STATS = ("count", "sum", "sumsq", "min", "max", "absmax", "zeros", "nonfinite")
+RECORDED_STATS = tuple(c.name for c in STAT_COLUMNS)
 """What the recorder's statistics kernels compute per tensor, in this order (one float64 row
-each); the ``tensors`` table stores those of :data:`STAT_COLUMNS`."""
+each): the statistics the ``tensors`` table stores (:data:`STAT_COLUMNS`), nothing more."""
 
 TENSORS = Table(
     name="tensors",

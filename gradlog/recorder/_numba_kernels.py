@@ -1,11 +1,13 @@
 """The numba statistics kernels (compiled code; imported only by :mod:`gradlog.recorder.kernel`).
 
 One call covers every tensor of a step: the caller passes the tensors' data addresses and sizes,
-and each tensor is read once, in blocks small enough to stay in the L1 cache while a few simple
-loops (each of which LLVM vectorises) go over the block: float64 sums and sums of squares; the
-minimum and maximum through four integer reductions of the raw bits; zeros only in blocks that
-hold one; the exponent histogram by the biased-exponent bit field. A block holding NaN or +-Inf
-(its float64 sum is then not finite) is redone by an exact scalar loop that masks them.
+and each tensor is read once, in blocks small enough to stay in the L1 cache. One loop (which
+LLVM vectorises) goes over each block and takes every statistic of
+:data:`gradlog.schema.RECORDED_STATS` at once: float64 sums and sums of squares, the largest
+magnitude as the integer maximum of the bits with the sign cleared, and the zeros (magnitude
+bits 0). A block holding NaN or +-Inf (its float64 sum is then not finite) is redone by an exact
+scalar loop that masks them. On histogram steps a second loop over the block, still in L1,
+counts the biased-exponent bit fields.
 
 Importing this module compiles the kernels (or loads them from numba's on-disk cache): it is
 imported off the training thread.
@@ -24,7 +26,7 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from gradlog.schema import EXP_BINS, EXP_MIN, HIST_BINS, HIST_NONFINITE_BIN
+from gradlog.schema import EXP_BINS, EXP_MIN, HIST_BINS, HIST_NONFINITE_BIN, RECORDED_STATS
 
 BLOCK = 4096
 """Elements per block (16 KiB of float32): small enough for L1, large enough to vectorise."""
@@ -34,6 +36,18 @@ _FAST = {"reassoc", "contract"}
 _OPTS = {"nogil": True, "cache": True, "fastmath": _FAST, "boundscheck": False}
 
 _F32_LO = 1 + (1 - 127) - EXP_MIN  # bin of the smallest normal float32 exponent field (1)
+
+NSTATS = len(RECORDED_STATS)
+_COUNT, _SUM, _SUMSQ, _ABSMAX, _ZEROS, _NONFINITE = (
+    RECORDED_STATS.index(k) for k in ("count", "sum", "sumsq", "absmax", "zeros", "nonfinite")
+)
+# Dtype carriers for the bit views, and the masks that clear the sign bit (magnitude bits).
+_I32 = np.zeros(1, np.int32)
+_U32 = np.zeros(1, np.uint32)
+_I64 = np.zeros(1, np.int64)
+_U64 = np.zeros(1, np.uint64)
+_MAG32 = np.array([0x7FFFFFFF], np.int32)
+_MAG64 = np.array([0x7FFFFFFFFFFFFFFF], np.int64)
 
 
 @intrinsic
@@ -47,53 +61,6 @@ def _address(typingctx, addr):
 
 
 @njit(**_OPTS)
-def _sums(x):
-    s = 0.0
-    ss = 0.0
-    for i in range(x.size):
-        v = np.float64(x[i])
-        s += v
-        ss += v * v
-    return s, ss
-
-
-@njit(**_OPTS)
-def _extremes(b, u):
-    """Max/min of the bits as signed and as unsigned integers (compares only: stays 32-bit)."""
-    smax = b[0]
-    smin = b[0]
-    umax = u[0]
-    umin = u[0]
-    for i in range(b.size):
-        v = b[i]
-        w = u[i]
-        smax = v if v > smax else smax
-        smin = v if v < smin else smin
-        umax = w if w > umax else umax
-        umin = w if w < umin else umin
-    return smax, smin, umax, umin
-
-
-@njit(**_OPTS)
-def _zeros(x):
-    """Zeros (+0 and -0) of a block, counted in float32 lanes (exact: a block holds far fewer
-    than 2**24 elements), which vectorise twice as wide as integer counts here."""
-    z = np.float32(0)
-    one = np.float32(1)
-    nil = np.float32(0)
-    for i in range(x.size):
-        z += one if x[i] == 0 else nil
-    return np.int64(z)
-
-
-@njit(**_OPTS)
-def _bits_as_float(bits, like):
-    cell = np.empty(1, dtype=like.dtype)
-    cell.view(bits.dtype)[0] = bits[0]
-    return np.float64(cell[0])
-
-
-@njit(**_OPTS)
 def _exact_block(x, acc):
     """The block's statistics, NaN/Inf masked, one element at a time (rare: non-finite data)."""
     s = 0.0
@@ -103,39 +70,52 @@ def _exact_block(x, acc):
         if math.isfinite(v):
             s += v
             ss += v * v
-            acc[3] = min(acc[3], v)
-            acc[4] = max(acc[4], v)
+            acc[_ABSMAX] = max(acc[_ABSMAX], abs(v))
             if v == 0:
-                acc[6] += 1
+                acc[_ZEROS] += 1
         else:
-            acc[7] += 1
-    acc[1] += s
-    acc[2] += ss
+            acc[_NONFINITE] += 1
+    acc[_SUM] += s
+    acc[_SUMSQ] += ss
 
 
 @njit(**_OPTS)
-def _block_stats(x, b, u, acc, smallest, scratch_b, scratch_u):
-    """Add the statistics of block ``x`` (with its bits as signed ``b`` and unsigned ``u``)."""
-    s, ss = _sums(x)
+def _block_stats(x, b, acc, magnitude):
+    """Add the statistics of block ``x`` (its bits as signed integers ``b``) to ``acc`` in one
+    loop: float64 sum and sum of squares, the largest magnitude as bits (``b & magnitude[0]``:
+    non-negative, ordered as the absolute values) and the zeros (magnitude bits 0: +0 and -0),
+    counted in float32 lanes (exact: a block holds far fewer than 2**24 elements). Returns the
+    block's largest magnitude bits, or 0 when a NaN/Inf sent the block to the exact loop."""
+    s = 0.0
+    ss = 0.0
+    mag = magnitude[0]
+    top = b[0] ^ b[0]  # 0 in the bits' integer type
+    z = np.float32(0)
+    one = np.float32(1)
+    nil = np.float32(0)
+    for i in range(x.size):
+        v = np.float64(x[i])
+        s += v
+        ss += v * v
+        a = b[i] & mag
+        top = a if a > top else top
+        z += one if a == 0 else nil
     if not (math.isfinite(s) and math.isfinite(ss)):  # NaN/Inf inside (or float64 overflow)
         _exact_block(x, acc)
-        return
-    acc[1] += s
-    acc[2] += ss
-    smax, smin, umax, umin = _extremes(b, u)
-    # Positive floats order as their bits; negative ones as their unsigned bits, reversed:
-    # the minimum is the negative with the largest unsigned bits, else the smallest
-    # non-negative; the maximum is the largest non-negative, else the smallest negative.
-    scratch_b[0] = smin
-    scratch_u[0] = umax
-    lo = _bits_as_float(scratch_u, x) if smin < 0 else _bits_as_float(scratch_b, x)
-    scratch_b[0] = smax
-    scratch_u[0] = umin
-    hi = _bits_as_float(scratch_b, x) if smax >= 0 else _bits_as_float(scratch_u, x)
-    acc[3] = min(acc[3], lo)
-    acc[4] = max(acc[4], hi)
-    if umin == 0 or smin == smallest:  # +0 (all bits clear) or -0 (only the sign bit) present
-        acc[6] += _zeros(x)
+        return top ^ top
+    acc[_SUM] += s
+    acc[_SUMSQ] += ss
+    acc[_ZEROS] += np.int64(z)
+    return top
+
+
+@njit(**_OPTS)
+def _finish(acc, top, like, signed):
+    """absmax from the largest magnitude bits ``top`` of the finite blocks and the exact
+    blocks' float maximum already in ``acc``."""
+    cell = np.empty(1, dtype=like.dtype)
+    cell.view(signed.dtype)[0] = top
+    acc[_ABSMAX] = max(acc[_ABSMAX], np.float64(cell[0]))
 
 
 @njit(**_OPTS)
@@ -184,78 +164,56 @@ def _f64_hist(fields, hist):
 
 
 @njit(**_OPTS)
-def _tensor(x, acc, hist, want_hist, fields, smallest, scratch_b, scratch_u):
+def _tensor(x, acc, hist, want_hist, fields, signed, unsigned, magnitude):
     n = x.size
-    acc[0] = n
-    acc[3] = math.inf
-    acc[4] = -math.inf
-    b = x.view(scratch_b.dtype)
-    u = x.view(scratch_u.dtype)
+    acc[_COUNT] = n
+    b = x.view(signed.dtype)
+    u = x.view(unsigned.dtype)
     wide = x.itemsize == 8
     shift = 52 if wide else 23
     mask = 2047 if wide else 255
     if want_hist:
         fields[:] = 0
+    top = signed[0]  # 0 in the bits' integer type (the carrier holds 0)
     for start in range(0, n, BLOCK):
         end = min(n, start + BLOCK)
-        xb = x[start:end]
-        ub = u[start:end]
-        _block_stats(xb, b[start:end], ub, acc, smallest, scratch_b, scratch_u)
+        top = max(top, _block_stats(x[start:end], b[start:end], acc, magnitude))
         if want_hist:
-            _block_fields(ub, fields, shift, mask)
-    if acc[3] > acc[4]:  # no finite element: the identities
-        acc[5] = 0.0
-    else:
-        acc[5] = max(-acc[3], acc[4])
+            _block_fields(u[start:end], fields, shift, mask)
+    _finish(acc, top, x, signed)
     if want_hist:
         if wide:
             small = _f64_hist(fields, hist)
-            zeros = np.int64(acc[6])  # field 0: zeros, and float64 subnormals (first bin)
+            zeros = np.int64(acc[_ZEROS])  # field 0: zeros, and float64 subnormals (first bin)
             hist[0] += zeros
             hist[1] += small - zeros
         else:
-            _f32_hist(u, fields, hist, np.int64(acc[6]))
+            _f32_hist(u, fields, hist, np.int64(acc[_ZEROS]))
 
 
 @njit(**_OPTS)
 def fused(addresses, sizes, wide, stats, hists, want_hist):
     """Statistics (and histograms) of the tensors at ``addresses``: float64 if ``wide``, else
-    float32, contiguous, ``sizes`` elements each. Fills ``stats`` [n, 8] (zeroed by the caller)
-    and, if ``want_hist``, ``hists`` [n, HIST_BINS] (zeroed; else [1, HIST_BINS], unused)."""
+    float32, contiguous, ``sizes`` elements each. Fills ``stats`` [n, NSTATS] (zeroed by the
+    caller) and, if ``want_hist``, ``hists`` [n, HIST_BINS] (zeroed; else [1, HIST_BINS],
+    unused)."""
     fields = np.zeros((4, 2048 if wide else 256), dtype=np.int64)
     for t in range(addresses.size):
+        row = stats[t]
+        into = hists[t if want_hist else 0]
         if wide:
             x = carray(_address(addresses[t]), (sizes[t],), np.float64)
-            _tensor(
-                x,
-                stats[t],
-                hists[t if want_hist else 0],
-                want_hist,
-                fields,
-                np.int64(-(2**63)),
-                np.empty(1, np.int64),
-                np.empty(1, np.uint64),
-            )
+            _tensor(x, row, into, want_hist, fields, _I64, _U64, _MAG64)
         else:
             x32 = carray(_address(addresses[t]), (sizes[t],), np.float32)
-            _tensor(
-                x32,
-                stats[t],
-                hists[t if want_hist else 0],
-                want_hist,
-                fields,
-                np.int32(-(2**31)),
-                np.empty(1, np.int32),
-                np.empty(1, np.uint32),
-            )
+            _tensor(x32, row, into, want_hist, fields, _I32, _U32, _MAG32)
 
 
 @njit(**_OPTS)
-def _diff_tensor(x0, x1, acc, scratch, smallest, scratch_b, scratch_u):
+def _diff_tensor(x0, x1, acc, scratch, signed, magnitude):
     n = x0.size
-    acc[0] = n
-    acc[3] = math.inf
-    acc[4] = -math.inf
+    acc[_COUNT] = n
+    top = signed[0]  # 0 in the bits' integer type (the carrier holds 0)
     for start in range(0, n, BLOCK):
         end = min(n, start + BLOCK)
         d = scratch[: end - start]
@@ -263,10 +221,8 @@ def _diff_tensor(x0, x1, acc, scratch, smallest, scratch_b, scratch_u):
         a1 = x1[start:end]
         for i in range(d.size):
             d[i] = a1[i] - a0[i]  # in the tensors' dtype, as torch computes after - before
-        _block_stats(
-            d, d.view(scratch_b.dtype), d.view(scratch_u.dtype), acc, smallest, scratch_b, scratch_u
-        )
-    acc[5] = 0.0 if acc[3] > acc[4] else max(-acc[3], acc[4])
+        top = max(top, _block_stats(d, d.view(signed.dtype), acc, magnitude))
+    _finish(acc, top, scratch, signed)
 
 
 @njit(**_OPTS)
@@ -275,41 +231,22 @@ def difference(before, after, sizes, wide, stats):
     without writing the difference anywhere but an L1-sized scratch block."""
     for t in range(before.size):
         if wide:
-            s64 = np.empty(BLOCK, np.float64)
             x0 = carray(_address(before[t]), (sizes[t],), np.float64)
             x1 = carray(_address(after[t]), (sizes[t],), np.float64)
-            _diff_tensor(
-                x0,
-                x1,
-                stats[t],
-                s64,
-                np.int64(-(2**63)),
-                np.empty(1, np.int64),
-                np.empty(1, np.uint64),
-            )
+            _diff_tensor(x0, x1, stats[t], np.empty(BLOCK, np.float64), _I64, _MAG64)
         else:
-            s32 = np.empty(BLOCK, np.float32)
             y0 = carray(_address(before[t]), (sizes[t],), np.float32)
             y1 = carray(_address(after[t]), (sizes[t],), np.float32)
-            _diff_tensor(
-                y0,
-                y1,
-                stats[t],
-                s32,
-                np.int32(-(2**31)),
-                np.empty(1, np.int32),
-                np.empty(1, np.uint32),
-            )
+            _diff_tensor(y0, y1, stats[t], np.empty(BLOCK, np.float32), _I32, _MAG32)
 
 
 @njit(**_OPTS)
-def _copy_tensor(x, y, acc, want_stats, smallest, scratch_b, scratch_u):
+def _copy_tensor(x, y, acc, want_stats, signed, magnitude):
     """Copy ``x`` into ``y`` block by block; with ``want_stats`` take the statistics of each
     block from the copy while it is still in L1 (the source is read once)."""
     n = x.size
-    acc[0] = n
-    acc[3] = math.inf
-    acc[4] = -math.inf
+    acc[_COUNT] = n
+    top = signed[0]  # 0 in the bits' integer type (the carrier holds 0)
     for start in range(0, n, BLOCK):
         end = min(n, start + BLOCK)
         xb = x[start:end]
@@ -317,43 +254,25 @@ def _copy_tensor(x, y, acc, want_stats, smallest, scratch_b, scratch_u):
         for i in range(yb.size):
             yb[i] = xb[i]
         if want_stats:
-            b = yb.view(scratch_b.dtype)
-            u = yb.view(scratch_u.dtype)
-            _block_stats(yb, b, u, acc, smallest, scratch_b, scratch_u)
-    acc[5] = 0.0 if acc[3] > acc[4] else max(-acc[3], acc[4])
+            top = max(top, _block_stats(yb, yb.view(signed.dtype), acc, magnitude))
+    _finish(acc, top, x, signed)
 
 
 @njit(**_OPTS)
 def copy(sources, targets, sizes, wide, stats, want_stats):
     """Copy each tensor at ``sources`` to the buffer at ``targets`` (addresses and dtype as in
-    :func:`fused`) and, with ``want_stats``, fill ``stats`` [n, 8] (zeroed by the caller) with
-    the statistics of the copied values in the same pass."""
+    :func:`fused`) and, with ``want_stats``, fill ``stats`` [n, NSTATS] (zeroed by the caller)
+    with the statistics of the copied values in the same pass."""
     for t in range(sources.size):
         row = stats[t if want_stats else 0]
         if wide:
             x = carray(_address(sources[t]), (sizes[t],), np.float64)
             y = carray(_address(targets[t]), (sizes[t],), np.float64)
-            _copy_tensor(
-                x,
-                y,
-                row,
-                want_stats,
-                np.int64(-(2**63)),
-                np.empty(1, np.int64),
-                np.empty(1, np.uint64),
-            )
+            _copy_tensor(x, y, row, want_stats, _I64, _MAG64)
         else:
             x32 = carray(_address(sources[t]), (sizes[t],), np.float32)
             y32 = carray(_address(targets[t]), (sizes[t],), np.float32)
-            _copy_tensor(
-                x32,
-                y32,
-                row,
-                want_stats,
-                np.int32(-(2**31)),
-                np.empty(1, np.int32),
-                np.empty(1, np.uint32),
-            )
+            _copy_tensor(x32, y32, row, want_stats, _I32, _MAG32)
 
 
 def warm_up() -> None:
@@ -363,7 +282,7 @@ def warm_up() -> None:
         addresses = np.array([x.ctypes.data], dtype=np.int64)
         sizes = np.array([x.size], dtype=np.int64)
         wide = dtype == np.float64
-        stats = np.zeros((1, 8))
+        stats = np.zeros((1, NSTATS))
         fused(addresses, sizes, wide, stats, np.zeros((1, HIST_BINS), dtype=np.int64), True)
         difference(addresses, addresses, sizes, wide, stats)
         y = np.empty_like(x)

@@ -209,7 +209,7 @@ def _plain_float32(tensors: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndar
 def fused_stats(
     tensors: Sequence[torch.Tensor], *, hist: bool, module: ModuleType | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Statistics ``[n, 8]`` float64 and, with ``hist``, histograms ``[n, HIST_BINS]`` int64 of
+    """Statistics ``[n, 6]`` float64 and, with ``hist``, histograms ``[n, HIST_BINS]`` int64 of
     CPU tensors, each read once. Semantics as :func:`gradlog.recorder.stats.tensor_stats`."""
     k = _module(module)
     n = len(tensors)
@@ -244,7 +244,7 @@ def diff_stats(
     *,
     module: ModuleType | None = None,
 ) -> np.ndarray:
-    """Statistics ``[n, 8]`` of ``after[i] - before[i]`` (computed in their dtype, as torch
+    """Statistics ``[n, 6]`` of ``after[i] - before[i]`` (computed in their dtype, as torch
     would), reading each pair once and writing nothing but the result."""
     k = _module(module)
     n = len(before)
@@ -291,7 +291,7 @@ def copy_stats(
     module: ModuleType | None = None,
 ) -> np.ndarray | None:
     """Copy ``sources[i]`` into ``targets[i]`` (see :func:`copyable`) and, with ``stats``,
-    return their statistics ``[n, 8]`` (as :func:`fused_stats`) from the same pass: each
+    return their statistics ``[n, 6]`` (as :func:`fused_stats`) from the same pass: each
     source is read once and each target written once."""
     k = _module(module)
     n = len(sources)

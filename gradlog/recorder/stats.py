@@ -1,8 +1,8 @@
 """Statistics kernels: tensors in, one tensor of statistics out. No hooks, no I/O.
 
 :func:`tensor_stats` returns, for each input tensor, the mergeable sufficient statistics declared
-in :data:`gradlog.schema.RECORDED_STATS` (count, sum, sumsq, min, max, absmax, zeros, nonfinite) as
-one ``float64`` tensor of shape ``[n, 8]`` on the inputs' device. :func:`exponent_histogram`
+in :data:`gradlog.schema.RECORDED_STATS` (count, sum, sumsq, absmax, zeros, nonfinite) as one
+``float64`` tensor of shape ``[n, 6]`` on the inputs' device. :func:`exponent_histogram`
 returns ``[n, HIST_BINS]`` counts; :func:`stats_and_histogram` returns both from one pass, and
 :func:`update_stats` the statistics of ``after - before``; :func:`copy_and_stats` copies
 tensors (a snapshot) and returns their statistics from the same pass.
@@ -10,7 +10,7 @@ tensors (a snapshot) and returns their statistics from the same pass.
 Methods: on CPU the default is the one-pass numba kernel of :mod:`gradlog.recorder.kernel`
 (``"fused"``) once it is compiled, which happens off the training thread; until then, or
 without numba, the per-tensor ``"cpu"`` path (the fastest CPU kernels: BLAS dot for sums of
-squares, one pass for min/max, masking only when a tensor holds NaN/Inf). CUDA tensors go
+squares, one pass for the extremes, masking only when a tensor holds NaN/Inf). CUDA tensors go
 through the ``"flat"`` path of a few batched ops per chunk, without host synchronisation.
 """
 
@@ -27,8 +27,8 @@ from gradlog.recorder import kernel
 from gradlog.schema import EXP_BINS, EXP_MIN, HIST_BINS, HIST_NONFINITE_BIN, RECORDED_STATS
 
 NSTATS = len(RECORDED_STATS)
-COUNT, SUM, SUMSQ, MIN, MAX, ABSMAX, ZEROS, NONFINITE = range(NSTATS)
-EMPTY_ROW = (0.0, 0.0, 0.0, math.inf, -math.inf, 0.0, 0.0, 0.0)
+COUNT, SUM, SUMSQ, ABSMAX, ZEROS, NONFINITE = range(NSTATS)
+EMPTY_ROW = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 """The statistics of an empty tensor; also the identity element of :func:`merge_stats`."""
 
 FLAT_CHUNK_NUMEL = 1 << 23
@@ -92,21 +92,19 @@ def _cpu_row(t: torch.Tensor) -> tuple[float, ...]:
         lo, hi = torch.aminmax(flat)
         mn, mx = float(lo), float(hi)
         zeros = int(np.count_nonzero(a == 0))  # faster than counting non-zeros of a float array
-        return (float(n), float(flat.sum()), sumsq, mn, mx, max(-mn, mx), float(zeros), 0.0)
+        return (float(n), float(flat.sum()), sumsq, max(-mn, mx), float(zeros), 0.0)
     # Slow path: non-finite values present (or the sum of squares overflowed); mask in float64.
     finite_mask = np.isfinite(a)
     fin = a[finite_mask].astype(np.float64)
     nonfinite = n - fin.size
     zeros = int(fin.size - np.count_nonzero(fin))
     if fin.size == 0:
-        return (float(n), 0.0, 0.0, math.inf, -math.inf, 0.0, float(zeros), float(nonfinite))
+        return (float(n), 0.0, 0.0, 0.0, float(zeros), float(nonfinite))
     mn, mx = float(fin.min()), float(fin.max())
     return (
         float(n),
         float(fin.sum()),
         float(np.dot(fin, fin)),
-        mn,
-        mx,
         max(-mn, mx),
         float(zeros),
         float(nonfinite),
@@ -136,8 +134,6 @@ def _cpu_rows(tensors: Sequence[torch.Tensor]) -> np.ndarray:
             [a.size for a in arrays],
             np.add.reduceat(flat, starts),
             sumsq,
-            mn,
-            mx,
             np.maximum(-mn, mx),
             np.add.reduceat((flat == 0).astype(np.float64), starts),
             np.zeros(len(arrays)),
@@ -189,11 +185,7 @@ def _flat_chunk_stats(chunk: Sequence[torch.Tensor]) -> torch.Tensor:
             torch.float64
         )
 
-    inf = math.inf
-    mn = seg(torch.where(finite, flat, inf), "min", inf)
-    mx = seg(torch.where(finite, flat, -inf), "max", -inf)
-    absmax = torch.where(lengths > 0, torch.maximum(-mn, mx), 0.0)
-    absmax = torch.where(torch.isfinite(absmax), absmax, 0.0)
+    absmax = seg(clean.abs(), "max", 0.0)  # NaN/Inf are 0 in clean: the identity
     count = lengths.to(torch.float64)
     # Counts go through float64 so that they stay exact up to 2**53 elements per tensor.
     nonfinite = seg((~finite).to(torch.float64), "sum", 0.0)
@@ -203,8 +195,6 @@ def _flat_chunk_stats(chunk: Sequence[torch.Tensor]) -> torch.Tensor:
             count,
             seg(clean, "sum", 0.0),
             seg(clean * clean, "sum", 0.0),
-            mn,
-            mx,
             absmax,
             zeros,
             nonfinite,
@@ -214,12 +204,13 @@ def _flat_chunk_stats(chunk: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def tensor_stats(tensors: Sequence[torch.Tensor], *, method: str = "auto") -> torch.Tensor:
-    """Sufficient statistics of each tensor as a ``[len(tensors), 8]`` float64 tensor.
+    """Sufficient statistics of each tensor as a ``[len(tensors), 6]`` float64 tensor.
 
     All tensors must be on one device. ``method`` is ``"auto"`` (the numba kernel on CPU once
     it is ready, else per-tensor on CPU; flattened on accelerators), ``"cpu"``, ``"flat"`` or
     ``"fused"``; the methods agree up to float rounding. Sums are accumulated in float64 by
-    ``"fused"``, in float32 by the others (float64 for float64 tensors); min/max/counts are exact.
+    ``"fused"``, in float32 by the others (float64 for float64 tensors); absmax and the counts
+    are exact.
     """
     return stats_and_histogram(tensors, hist=False, method=method)[0]
 
@@ -243,7 +234,7 @@ def stats_and_histogram(
 def update_stats(
     before: Sequence[torch.Tensor], after: Sequence[torch.Tensor], *, method: str = "auto"
 ) -> torch.Tensor:
-    """Statistics of the updates ``after[i] - before[i]``, ``[n, 8]`` float64.
+    """Statistics of the updates ``after[i] - before[i]``, ``[n, 6]`` float64.
 
     ``before`` is a snapshot the caller owns: the torch methods overwrite it with
     ``before - after`` (no new buffers); the numba kernel reads both and writes nothing.
@@ -393,10 +384,8 @@ def exponent_histogram(tensors: Sequence[torch.Tensor], *, method: str = "auto")
 
 
 def merge_stats(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Merge two ``[n, 8]`` statistics tensors of disjoint element sets (exact up to rounding)."""
+    """Merge two ``[n, 6]`` statistics tensors of disjoint element sets (exact up to rounding)."""
     out = a + b
-    out[:, MIN] = torch.minimum(a[:, MIN], b[:, MIN])
-    out[:, MAX] = torch.maximum(a[:, MAX], b[:, MAX])
     out[:, ABSMAX] = torch.maximum(a[:, ABSMAX], b[:, ABSMAX])
     return out
 
@@ -405,6 +394,4 @@ def negate_stats(stats: torch.Tensor) -> torch.Tensor:
     """The statistics of ``-x`` from those of ``x`` (exact: negation only flips signs)."""
     out = stats.clone()
     out[:, SUM] = -stats[:, SUM]
-    out[:, MIN] = -stats[:, MAX]
-    out[:, MAX] = -stats[:, MIN]
     return out
