@@ -193,17 +193,39 @@ _NO_HISTS = np.zeros((1, HIST_BINS), dtype=np.int64)
 
 
 def _plain_float32(tensors: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Addresses and sizes when every tensor is contiguous float32 (gradients of a float32
-    model: no conversion, one group), else None."""
+    """Addresses and sizes when every tensor is a contiguous float32 CPU tensor (gradients of
+    a float32 model: no conversion, one group), else None. One loop: it runs every step."""
     addresses: list[int] = []
     sizes: list[int] = []
     f32 = torch.float32
+    strided = torch.strided
     for t in tensors:
-        if t.dtype != f32 or not t.is_contiguous():
+        if t.dtype != f32 or t.layout != strided or not t.is_cpu or not t.is_contiguous():
             return None
         addresses.append(t.data_ptr())
         sizes.append(t.numel())
     return np.array(addresses, dtype=np.int64), np.array(sizes, dtype=np.int64)
+
+
+def plain_stats(
+    tensors: Sequence[torch.Tensor], *, hist: bool
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """:func:`fused_stats` of contiguous float32 CPU tensors (the common case, checked and
+    addressed in one loop), or None when the kernel is not ready or a tensor is not one."""
+    if not ready():
+        return None
+    plain = _plain_float32(tensors)
+    return None if plain is None else _plain_run(_module(None), plain, len(tensors), hist)
+
+
+def _plain_run(
+    k: ModuleType, plain: tuple[np.ndarray, np.ndarray], n: int, hist: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kernel over ``n`` float32 tensors at the ``plain`` addresses and sizes."""
+    stats = np.zeros((n, len(RECORDED_STATS)))
+    hists = np.zeros((n, HIST_BINS), dtype=np.int64) if hist else None
+    k.fused(*plain, False, stats, _NO_HISTS if hists is None else hists, hist)
+    return stats, hists
 
 
 def fused_stats(
@@ -213,13 +235,11 @@ def fused_stats(
     CPU tensors, each read once. Semantics as :func:`gradlog.recorder.stats.tensor_stats`."""
     k = _module(module)
     n = len(tensors)
-    stats = np.zeros((n, len(RECORDED_STATS)))
-    hists = np.zeros((n, HIST_BINS), dtype=np.int64) if hist else None
     plain = _plain_float32(tensors)
     if plain is not None:  # the common case, in one loop over the tensors
-        addresses, sizes = plain
-        k.fused(addresses, sizes, False, stats, _NO_HISTS if hists is None else hists, hist)
-        return stats, hists
+        return _plain_run(k, plain, n, hist)
+    stats = np.zeros((n, len(RECORDED_STATS)))
+    hists = np.zeros((n, HIST_BINS), dtype=np.int64) if hist else None
     narrow, wide, flat = _prepared(tensors)
     for rows, is_wide in ((narrow, False), (wide, True)):
         if not rows:

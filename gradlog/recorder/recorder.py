@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from gradlog.errors import ConfigError, GradlogWarning, WriterError
-from gradlog.recorder import clipping, norms
+from gradlog.recorder import clipping, kernel, norms
 from gradlog.recorder import schedules as sched
 from gradlog.recorder.catalogue import Catalogue, build_catalogue, watch_activations
 from gradlog.recorder.meta import (
@@ -66,7 +66,7 @@ class _PendingStep:
 
     step: int
     time: float
-    parts: list[tuple[Segment, torch.Tensor]] = field(default_factory=list)
+    parts: list[tuple[Segment, torch.Tensor | np.ndarray]] = field(default_factory=list)
     scalar_tensors: list[tuple[str, torch.Tensor]] = field(default_factory=list)
     scalars: list[tuple[int, str, float]] = field(default_factory=list)
     grads_none: int = 0
@@ -770,10 +770,12 @@ class Recorder:
         _, idx, norm_rows = layout
         run = self._schedules
         seg: Segment | None = None
-        hist: torch.Tensor | None = None
+        hist: torch.Tensor | np.ndarray | None = None
         want_hist = bool(grads) and run["hists"](step)
         if grads and run["grads"](step):
-            stats, hist = stats_and_histogram(grads, hist=want_hist)  # one pass for both
+            # One pass for both; float32 CPU gradients straight to the kernel's numpy arrays.
+            plain = kernel.plain_stats(grads, hist=want_hist)
+            stats, hist = plain or stats_and_histogram(grads, hist=want_hist)
             # norm_rows: the rows from which the writer derives the global norm
             seg = Segment("stats", 0, 0, _KIND["grad"], idx, norm_rows=norm_rows)
             pending.parts.append((seg, stats))
@@ -929,11 +931,12 @@ class Recorder:
             offset += n
             segments.append(seg)
         # CPU results join with numpy: a dozen small torch calls per step cost more here.
-        host = (
-            np.concatenate([t.reshape(-1) for _, t in host_parts], dtype=np.float64)
-            if host_parts
-            else np.empty(0)
-        )
+        if len(host_parts) == 1 and host_parts[0][1].dtype == np.float64:
+            host = host_parts[0][1].reshape(-1)  # the step's own array: nothing to join
+        elif host_parts:
+            host = np.concatenate([t.reshape(-1) for _, t in host_parts], dtype=np.float64)
+        else:
+            host = np.empty(0)
         ready: Callable[[], None] | None = None
         buffer: Any = host
         if dev_parts:
@@ -1025,6 +1028,8 @@ def _scalar(key: str, value: Any) -> float | torch.Tensor:
             raise ValueError(f"{key}: a tensor of shape {tuple(value.shape)}, not one element")
         if value.is_complex():
             raise ValueError(f"{key}: a complex tensor")
+        if value.is_cpu:  # read now: no device to wait for, and cheaper than a copy
+            return float(value.item())
         # A copy: the tensor may change in place before this step is dispatched.
         return value.detach().reshape(1).clone()
     if isinstance(value, (complex, np.complexfloating, str, bytes)) or value is None:

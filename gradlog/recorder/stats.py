@@ -224,8 +224,9 @@ def stats_and_histogram(
     if not tensors:
         empty = torch.empty((0, NSTATS), dtype=torch.float64)
         return empty, torch.empty((0, HIST_BINS), dtype=torch.int64) if hist else None
-    if _use_fused(tensors, method):
-        stats, hists = kernel.fused_stats(tensors, hist=hist)
+    done = kernel.plain_stats(tensors, hist=hist) if method == "auto" else None
+    if done is not None or _use_fused(tensors, method):
+        stats, hists = done or kernel.fused_stats(tensors, hist=hist)
         return torch.from_numpy(stats), None if hists is None else torch.from_numpy(hists)
     stats_t = _torch_stats(tensors, method)
     return stats_t, exponent_histogram(tensors, method=method) if hist else None
