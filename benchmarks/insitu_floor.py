@@ -8,10 +8,12 @@ gradients is timed on the training thread (``time.perf_counter_ns``):
 
 * ``floor``: ``torch._foreach_norm`` over the gradients, stacked and copied to numpy (one pass,
   torch's own threads: the least any statistic of every gradient can cost);
-* ``kernel``: gradlog's one-pass numba kernel (``kernel.fused_stats``, all 8 statistics);
+* ``kernel``: gradlog's one-pass numba kernel (``kernel.fused_stats``, every statistic);
+* ``hooks``: the same kernel, but on each gradient in its post-accumulate-grad hook, during the
+  backward pass, while the gradient just written may still be in cache (the time of all hooks);
 * ``none``: nothing (the untracked step time is taken from these steps).
 
-Each read runs on a third of the steps (round robin after a warm-up), so all three see the
+Each read runs on a quarter of the steps (round robin after a warm-up), so all of them see the
 gradients as cold as the recorder does. Prints a Markdown table: median microseconds of each read
 and as a share of the median untracked step.
 """
@@ -46,6 +48,7 @@ READS: dict[str, Callable[[list[torch.Tensor]], object]] = {
     "none": _none,
     "floor": _floor,
     "kernel": _kernel,
+    "hooks": _none,  # the reading happens in the hooks, during backward()
 }
 
 
@@ -57,8 +60,22 @@ def _measure(w: Workload, steps: int, warmup: int) -> dict[str, tuple[list[float
     loss_fn = torch.nn.CrossEntropyLoss()
     out: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in READS}
     names = list(READS)
+    which = names[0]
+    in_hooks = [0]  # nanoseconds spent in the hooks this step
+
+    def hook(p: torch.Tensor) -> None:
+        if which == "hooks" and p.grad is not None:
+            t0 = time.perf_counter_ns()
+            _kernel([p.grad])
+            in_hooks[0] += time.perf_counter_ns() - t0
+
+    handles = [
+        p.register_post_accumulate_grad_hook(hook)  # type: ignore[no-untyped-call]
+        for p in model.parameters()
+    ]
     for i in range(warmup + steps):
         which = names[i % len(names)]
+        in_hooks[0] = 0
         x, y = w.batches[i % len(w.batches)]
         start = time.perf_counter_ns()
         loss = loss_fn(model(x), y)
@@ -71,8 +88,11 @@ def _measure(w: Workload, steps: int, warmup: int) -> dict[str, tuple[list[float
         opt.zero_grad()
         end = time.perf_counter_ns()
         if i >= warmup:
-            out[which][0].append((t1 - t0) / 1e3)
-            out[which][1].append((end - start - (t1 - t0)) / 1e6)
+            read = t1 - t0 + in_hooks[0]
+            out[which][0].append(read / 1e3)
+            out[which][1].append((end - start - read) / 1e6)
+    for h in handles:
+        h.remove()
     return out
 
 
@@ -95,18 +115,18 @@ def main() -> None:
     )
     print(
         "| workload | elements | untracked step ms | floor us (% of step) | kernel us "
-        "(% of step) | kernel / floor |"
+        "(% of step) | kernel / floor | kernel in hooks us (% of step) | in hooks / floor |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for w in (_cnn_workload(), _mlp_workload()):
         res = _measure(w, args.steps, args.warmup)
-        step = statistics.median(res["none"][1] + res["floor"][1] + res["kernel"][1])
-        floor = statistics.median(res["floor"][0])
-        kern = statistics.median(res["kernel"][0])
+        step = statistics.median([t for _, steps in res.values() for t in steps])
+        floor, kern, hooks = (statistics.median(res[k][0]) for k in ("floor", "kernel", "hooks"))
         elements = sum(p.numel() for p in w.build_model().parameters())
         print(
             f"| {w.key} | {elements:,} | {step:.2f} | {floor:.0f} ({floor / 10 / step:.1f} %) | "
-            f"{kern:.0f} ({kern / 10 / step:.1f} %) | {kern / floor:.2f} |"
+            f"{kern:.0f} ({kern / 10 / step:.1f} %) | {kern / floor:.2f} | "
+            f"{hooks:.0f} ({hooks / 10 / step:.1f} %) | {hooks / floor:.2f} |"
         )
     with open("/proc/loadavg") as f:
         print(f"\n/proc/loadavg {' '.join(f.read().split()[:3])} after")

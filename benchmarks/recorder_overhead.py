@@ -932,11 +932,12 @@ def _cpu_name() -> str:
 
 def _load_baseline(rev: str, tmp: Path) -> tuple[Any, Any]:
     """The Recorder class and kernel module of ``gradlog/recorder`` at git revision ``rev``,
-    imported beside this tree's as the package ``gradlog_recorder_baseline`` (its imports of
-    ``gradlog.recorder`` rewritten; the rest of gradlog, the schema included, is shared)."""
+    imported beside this tree's as the package ``gradlog_recorder_baseline`` with the schema
+    module of ``rev`` (its imports of ``gradlog.recorder`` and ``gradlog.schema`` rewritten: the
+    kernels' statistics are those of its schema; the rest of gradlog is shared)."""
     root = Path(__file__).resolve().parents[1]
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", rev, "gradlog/recorder"],
+        ["git", "archive", "--format=tar", rev, "gradlog/recorder", "gradlog/schema.py"],
         cwd=root,
         capture_output=True,
         check=True,
@@ -946,8 +947,10 @@ def _load_baseline(rev: str, tmp: Path) -> tuple[Any, Any]:
     subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
     package = where / "gradlog_recorder_baseline"
     (where / "gradlog" / "recorder").rename(package)
+    (where / "gradlog" / "schema.py").rename(package / "_schema_at_rev.py")
     for py in package.glob("*.py"):
-        py.write_text(py.read_text().replace("gradlog.recorder", "gradlog_recorder_baseline"))
+        text = py.read_text().replace("gradlog.recorder", "gradlog_recorder_baseline")
+        py.write_text(text.replace("gradlog.schema", "gradlog_recorder_baseline._schema_at_rev"))
     sys.path.insert(0, str(where))
     import gradlog_recorder_baseline as base  # type: ignore[import-not-found]  # from here on
     from gradlog_recorder_baseline import kernel as base_kernel
