@@ -1029,7 +1029,8 @@ def _scalar(key: str, value: Any) -> float | torch.Tensor:
         if value.is_complex():
             raise ValueError(f"{key}: a complex tensor")
         if value.is_cpu:  # read now: no device to wait for, and cheaper than a copy
-            return float(value.item())
+            with contextlib.suppress(RuntimeError):  # e.g. a fake tensor: copied as before
+                return float(value.item())
         # A copy: the tensor may change in place before this step is dispatched.
         return value.detach().reshape(1).clone()
     if isinstance(value, (complex, np.complexfloating, str, bytes)) or value is None:

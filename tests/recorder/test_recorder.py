@@ -181,6 +181,21 @@ def test_log_before_the_first_step_and_tensor_values_are_taken_at_log_time(
     assert [scalars[(s, "running")] for s in range(3)] == [1.0, 2.0, 3.0]
 
 
+def test_a_cpu_tensor_scalar_is_read_at_log_time_and_an_unreadable_one_is_copied() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from gradlog.recorder.recorder import _scalar
+
+    loss = (torch.tensor([1.5, 2.0], requires_grad=True) * 2).sum()
+    assert _scalar("loss", loss) == 7.0  # a float now, without autograd's warning
+    with FakeTensorMode():  # item() raises on a fake tensor: copied, as for a device tensor
+        fake = torch.ones(1)
+        out = _scalar("fake", fake)
+        assert isinstance(out, torch.Tensor)
+        assert out.shape == (1,)
+        assert out is not fake
+
+
 def test_learning_rate_of_each_group_follows_the_scheduler(tmp_path: Path) -> None:
     model = chain_model()
     opt = torch.optim.SGD(
