@@ -399,7 +399,8 @@ class Recorder:
     def log(self, **scalars: Any) -> None:
         """Record scalars for the current step (the last optimizer step; step 0 before any).
 
-        Tensors are fine and are not synchronised: they travel with the step's single copy.
+        Tensors are fine and are not synchronised: accelerator tensors travel with the step's
+        single copy, CPU tensors are read at once (their value when logged, in both cases).
         A name logged again for the same step replaces its earlier value (last one wins).
         Numbers of any kind (bool, numpy, Decimal, single-element arrays) are converted to
         float; anything else (text, a tensor of several elements, complex, an empty or
