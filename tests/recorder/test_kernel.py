@@ -106,6 +106,33 @@ def test_copy_and_stats_copies_exactly_and_matches_tensor_stats(
         assert torch.equal(out, same)  # the same kernel on the same values: identical
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_absmax_across_finite_and_masked_blocks(dtype: torch.dtype) -> None:
+    # Three 4096-element blocks: absmax is taken from the magnitude bits in the finite blocks
+    # and by the exact loop in a block holding NaN/Inf; the largest may be in either, and
+    # negative. Each tensor also goes through the copy and difference kernels.
+    n = 3 * 4096
+    cases = []
+    for largest_in_masked in (False, True):
+        t = torch.linspace(-1.0, 1.0, n, dtype=dtype)
+        t[4096 + 17] = float("nan")  # the middle block takes the exact loop
+        t[4096 + 18] = -float("inf")
+        t[4096 + 19] = 5.0 if largest_in_masked else 2.5
+        t[2 * 4096 + 3] = -3.0  # a finite block: the largest magnitude there, negative
+        t[5] = -0.0
+        cases.append(t)
+    stats = tensor_stats(cases, method="fused")
+    for row, t in zip(stats.tolist(), cases, strict=True):
+        assert_stats_match(row, t)
+    assert stats[:, RECORDED_STATS.index("absmax")].tolist() == [3.0, 5.0]
+    copies = [torch.empty_like(t) for t in cases]
+    copied = copy_and_stats(cases, copies, stats=True, method="fused")
+    assert copied is not None
+    assert torch.equal(copied[:, EXACT], stats[:, EXACT])
+    zeros = [torch.zeros_like(t) for t in cases]
+    assert torch.equal(update_stats(zeros, cases, method="fused")[:, EXACT], stats[:, EXACT])
+
+
 def test_copy_and_stats_fused_rejects_what_it_cannot_copy() -> None:
     half = [torch.ones(3, dtype=torch.float16)]
     with pytest.raises(ValueError, match="method 'fused' copies contiguous float32/float64"):
