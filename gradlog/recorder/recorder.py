@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from gradlog.errors import ConfigError, GradlogWarning, WriterError
-from gradlog.recorder import clipping, kernel, norms
+from gradlog.recorder import clipping, norms
 from gradlog.recorder import schedules as sched
 from gradlog.recorder.catalogue import Catalogue, build_catalogue, watch_activations
 from gradlog.recorder.meta import (
@@ -49,7 +49,7 @@ from gradlog.recorder.naming import create_run_dir, validate_name
 from gradlog.recorder.stats import (
     copy_and_stats,
     exponent_histogram,
-    stats_and_histogram,
+    stats_and_histogram_arrays,
     tensor_stats,
     update_stats,
 )
@@ -774,9 +774,8 @@ class Recorder:
         hist: torch.Tensor | np.ndarray | None = None
         want_hist = bool(grads) and run["hists"](step)
         if grads and run["grads"](step):
-            # One pass for both; float32 CPU gradients straight to the kernel's numpy arrays.
-            plain = kernel.plain_stats(grads, hist=want_hist)
-            stats, hist = plain or stats_and_histogram(grads, hist=want_hist)
+            # One pass for both; the numba kernel's numpy arrays go to the writer as they are.
+            stats, hist = stats_and_histogram_arrays(grads, hist=want_hist)
             # norm_rows: the rows from which the writer derives the global norm
             seg = Segment("stats", 0, 0, _KIND["grad"], idx, norm_rows=norm_rows)
             pending.parts.append((seg, stats))

@@ -220,14 +220,27 @@ def stats_and_histogram(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`tensor_stats` and, with ``hist``, :func:`exponent_histogram` of ``tensors``; the
     numba kernel computes both in one pass over each tensor."""
+    stats, hists = stats_and_histogram_arrays(tensors, hist=hist, method=method)
+    if isinstance(hists, np.ndarray):
+        hists = torch.from_numpy(hists)
+    return torch.from_numpy(stats) if isinstance(stats, np.ndarray) else stats, hists
+
+
+def stats_and_histogram_arrays(
+    tensors: Sequence[torch.Tensor], *, hist: bool, method: str = "auto"
+) -> tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray | None]:
+    """:func:`stats_and_histogram`, with the numba kernel's results left as the numpy arrays
+    it filled (for the recorder's hot path: no conversion to tensors and back)."""
     _check_method(method)
     if not tensors:
         empty = torch.empty((0, NSTATS), dtype=torch.float64)
         return empty, torch.empty((0, HIST_BINS), dtype=torch.int64) if hist else None
+    # float32 CPU tensors: checked and addressed in one loop (the common case, every step).
     done = kernel.plain_stats(tensors, hist=hist) if method == "auto" else None
-    if done is not None or _use_fused(tensors, method):
-        stats, hists = done or kernel.fused_stats(tensors, hist=hist)
-        return torch.from_numpy(stats), None if hists is None else torch.from_numpy(hists)
+    if done is not None:
+        return done
+    if _use_fused(tensors, method):
+        return kernel.fused_stats(tensors, hist=hist)
     stats_t = _torch_stats(tensors, method)
     return stats_t, exponent_histogram(tensors, method=method) if hist else None
 

@@ -30,7 +30,6 @@ from gradlog.schema import (
     HISTS,
     RECORDED_STATS,
     SCALARS,
-    STAT_COLUMNS,
     STAT_KINDS,
     STEPS,
     TENSORS,
@@ -41,8 +40,6 @@ from gradlog.schema import (
 )
 
 NSTATS = len(RECORDED_STATS)
-_STORED = [(c.name, RECORDED_STATS.index(c.name)) for c in STAT_COLUMNS]
-"""Each stored statistic and its place in a kernel's row (min and max are not stored)."""
 _SUMSQ = RECORDED_STATS.index("sumsq")
 _NONFINITE = RECORDED_STATS.index("nonfinite")
 _FLOAT_COLS = {"sum", "sumsq", "absmax"}
@@ -357,7 +354,7 @@ class Writer:
                     "tensor": seg.tensors.astype(np.int32),
                     "kind": np.full(n, seg.kind, dtype=np.int32),
                 }
-                for col, j in _STORED:
+                for j, col in enumerate(RECORDED_STATS):  # a kernel's row: the stored columns
                     cols[col] = rows[:, j]
                 self._buffers["tensors"].append(cols)
                 if seg.norm_rows is not None and seg.norm_rows.any():
